@@ -1,0 +1,59 @@
+"""``anobench``: the command line.
+
+Each sub-command lives in ``benchmarks/commands/<name>.py`` and exposes ``register(subparsers)``;
+its handler returns an exit code. User mistakes (bad paths, bad data, bad config) print one line
+per problem and exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from benchmarks import __version__
+from benchmarks.errors import UserError
+from downstream.errors import DownstreamInputError
+from generation.errors import GenerationInputError
+
+USER_ERRORS = (UserError, GenerationInputError, DownstreamInputError)
+COMMANDS = ("run", "data", "generators")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="anobench",
+        description="Benchmark few-shot anomaly image generation (DualAnoDiff and baselines).",
+    )
+    parser.add_argument("--version", action="version", version=f"anobench {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"benchmarks.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``anobench`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        if args.command is None:
+            # `anobench` alone would be surprising as "run"; show the commands instead.
+            parser.print_help()
+            return 0
+        parser.parse_args([args.command, "--help"])
+    try:
+        return int(args.handler(args) or 0)
+    except USER_ERRORS as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

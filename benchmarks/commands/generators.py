@@ -1,0 +1,29 @@
+"""``anobench generators [PATTERN]``: list the registered generators."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from generation.registry import get_generator, list_generators
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``generators`` sub-command."""
+    p = subparsers.add_parser("generators", help="list registered generators (wildcards allowed)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'dual*'")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print each generator's config fields")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one generator per line (with its options when verbose)."""
+    for name in list_generators(args.pattern):
+        cls = get_generator(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:20s} {doc}")
+        if args.verbose:
+            for f in dataclasses.fields(cls.Config):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                print(f"{'':20s}   {f.name} = {default!r}")
+    return 0

@@ -1,0 +1,188 @@
+"""Run configuration: YAML presets validated into dataclasses.
+
+A preset is a YAML file under ``benchmarks/configs/`` (``quick``, ``paper-mvtec``) or any path.
+Unknown keys, wrong types and missing paths raise :class:`~benchmarks.errors.ConfigError` naming
+the key. Overrides use dotted keys: ``segmenter.epochs=2``.
+
+Example:
+    >>> from benchmarks.config import load_config
+    >>> cfg = load_config("quick", overrides=["segmenter.epochs=1"])
+    >>> cfg.segmenter.epochs
+    1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.errors import ConfigError
+from downstream.training import SegmenterConfig
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and how it is split."""
+
+    root: str | None = None  # None: the embedded synthetic dataset
+    categories: list[str] | None = None  # None: every category found
+    split: str = "strict"  # strict | dualanodiff-official
+    synthetic_seed: int = 0
+    cache_dir: str = "~/.cache/anobench"
+
+
+@dataclass
+class GenerationConfig:
+    """Which generators run and how many pairs each writes."""
+
+    generators: list[str] = field(default_factory=lambda: ["real-fewshot"])
+    n_per_defect: int = 500
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
+
+
+@dataclass
+class RunConfig:
+    """One benchmark run: a grid of categories x generators x seeds."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> Any:
+    """Return ``value`` coerced to ``annotation`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(annotation, value, key)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} ({value!r})")
+        item = args[0] if args else Any
+        items = [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {k: _check_type(v, args[1] if args else Any, f"{key}.{k}") for k, v in value.items()}
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if isinstance(value, bool) and annotation is not bool:
+            raise ConfigError(f"{key}: expected {annotation.__name__}, got a boolean ({value!r})")
+        if not isinstance(value, annotation):
+            raise ConfigError(
+                f"{key}: expected {annotation.__name__}, got {type(value).__name__} ({value!r})"
+            )
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]}; known keys under {prefix or 'the top level'}: "
+            f"{', '.join(sorted(names))}"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a library's own validation (e.g. image_size % 32)
+        raise ConfigError(str(exc)) from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. segmenter.epochs=2")
+    key, text = override.split("=", 1)
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a mapping")
+    node[parts[-1]] = yaml.safe_load(text)
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A preset name (``quick``) or a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; bundled presets: {', '.join(list_presets())}")
+    return candidate
+
+
+def load_config(name_or_path: str | Path = "quick", overrides: list[str] | None = None) -> RunConfig:
+    """Load, override and validate a run configuration."""
+    path = resolve_preset(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    for override in overrides or []:
+        _apply_override(raw, override)
+    config = _build(RunConfig, raw)
+    validate_paths(config)
+    return config
+
+
+def validate_paths(config: RunConfig) -> None:
+    """Paths named by the config must exist."""
+    if config.data.root is not None and not Path(config.data.root).expanduser().is_dir():
+        raise ConfigError(
+            f"data.root: {config.data.root} does not exist; point it at an MVTec-AD-layout folder"
+        )
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A dataclass config as a flat ``{"a.b": value}`` dict (recorded with every result)."""
+    out: dict[str, Any] = {}
+    items = dataclasses.asdict(config).items() if dataclasses.is_dataclass(config) else config.items()
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out

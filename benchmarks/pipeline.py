@@ -1,0 +1,171 @@
+"""The stages of one benchmark cell (dataset x category x generator x seed).
+
+split -> generate -> train the segmenter on the generated pairs (+ normal images) -> score it on
+the held-out real test split. Each stage takes plain inputs and writes its outputs under the
+run folder, so the runner can skip the stages whose outputs exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from benchmarks.config import RunConfig, flatten
+from benchmarks.data.mvtec import list_categories, read_category
+from benchmarks.data.splits import SplitManifest, make_split
+from benchmarks.data.synth import CATEGORIES, embedded_dataset
+from benchmarks.provenance import git_sha, package_versions, utc_now
+from downstream.evaluation import evaluate_segmenter
+from downstream.training import train_segmenter
+from generation.base import FewShotSet
+from generation.format import GeneratedSetWriter, read_generated_set
+from generation.registry import create_generator
+
+# Categories known to be textures (MVTec AD's five, and the embedded ones).
+TEXTURE_CATEGORIES = {"carpet", "grid", "leather", "tile", "wood"} | {
+    spec.name for spec in CATEGORIES if spec.kind == "texture"
+}
+
+
+def dataset_root(config: RunConfig) -> Path:
+    """The dataset named by the config, or the embedded synthetic dataset (built once, cached)."""
+    if config.data.root is not None:
+        return Path(config.data.root).expanduser()
+    return embedded_dataset(Path(config.data.cache_dir).expanduser(), config.data.synthetic_seed)
+
+
+def categories(config: RunConfig, root: Path) -> list[str]:
+    """The categories the run covers."""
+    return config.data.categories or list_categories(root)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write JSON atomically: a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def split_stage(root: Path, category: str, preset: str, run_dir: Path) -> SplitManifest:
+    """Validate the category, split it and write the manifest to ``run_dir/splits/``."""
+    manifest = make_split(read_category(root, category), preset)
+    manifest.write(run_dir / "splits" / f"{category}.{preset}.json")
+    return manifest
+
+
+def fewshot_set(manifest: SplitManifest) -> FewShotSet:
+    """The generator's view of a split: normal training images and the few-shot anomalies."""
+    is_object = None
+    if manifest.category in TEXTURE_CATEGORIES:
+        is_object = False
+    elif manifest.category in {spec.name for spec in CATEGORIES}:
+        is_object = True
+    return FewShotSet(
+        category=manifest.category,
+        normal_images=[manifest.absolute(p) for p in manifest.train_good],
+        anomalies=manifest.fewshot_samples(),
+        is_object=is_object,
+    )
+
+
+def generate_stage(
+    config: RunConfig,
+    manifest: SplitManifest,
+    generator: str,
+    seed: int,
+    out_root: Path,
+    progress: bool = True,
+) -> Path:
+    """Fit ``generator`` on the few-shot split and write ``n_per_defect`` pairs per defect type.
+
+    Resumable: pairs already listed in the manifest and present on disk are not generated again.
+    """
+    gen = create_generator(generator, **config.generation.options.get(generator, {}))
+    gen.fit(fewshot_set(manifest))
+    writer = GeneratedSetWriter(out_root, generator, gen.config_hash())
+    n = config.generation.n_per_defect
+    for defect in sorted(manifest.defects):
+        done = writer.existing(manifest.category, defect)
+        if len(done) >= n:
+            continue
+        bar = tqdm(total=n, initial=len(done), desc=f"{generator} {manifest.category}/{defect}", leave=False,
+                   disable=not progress, unit="pair")  # fmt: skip
+        for index, pair in enumerate(gen.sample(defect, n, seed)):
+            if index not in done:
+                writer.write(manifest.category, defect, index, pair)
+                bar.update()
+        bar.close()
+    return out_root
+
+
+def segmentation_stage(
+    config: RunConfig, manifest: SplitManifest, generated_root: Path | None, seed: int, progress: bool = True
+) -> dict[str, float]:
+    """Train the segmenter on the generated pairs (none: normals only) and score the real test split."""
+    generated: dict[str, list[tuple[Path, Path]]] = {}
+    if generated_root is not None:
+        for (_, defect), entries in read_generated_set(generated_root, manifest.category).items():
+            generated[defect] = [(e.image, e.mask) for e in entries]
+    model = train_segmenter(
+        [manifest.absolute(p) for p in manifest.train_good],
+        generated,
+        config.segmenter,
+        seed,
+        progress=progress,
+    )
+    test_good = [manifest.absolute(p) for p in manifest.test_good]
+    test_anomalies = [pair for pairs in manifest.test_samples().values() for pair in pairs]
+    return evaluate_segmenter(model, test_good, test_anomalies, config.segmenter)
+
+
+def cell_id(category: str, generator: str, seed: int) -> str:
+    """File-name-safe identifier of a cell."""
+    return f"{generator}__{category}__seed{seed}"
+
+
+def run_cell(
+    config: RunConfig,
+    root: Path,
+    category: str,
+    generator: str,
+    seed: int,
+    run_dir: Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one cell end to end and write its raw result JSON; returns the result."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    manifest = split_stage(root, category, config.data.split, run_dir)
+    timings["split_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    gen_root = generate_stage(
+        config, manifest, generator, seed, run_dir / "generated" / f"{generator}__seed{seed}", progress
+    )
+    timings["generate_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    metrics = segmentation_stage(config, manifest, gen_root, seed, progress)
+    timings["segmentation_s"] = time.perf_counter() - t0
+
+    result = {
+        "cell": {"dataset": str(root), "category": category, "generator": generator, "seed": seed},
+        "metrics": metrics,
+        "selection": config.segmenter.selection,
+        "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count},
+        "config": flatten(dataclasses.asdict(config)),
+        "versions": package_versions(),
+        "git_sha": git_sha(),
+        "finished_at": utc_now(),
+        "timings": timings,
+    }
+    write_json(run_dir / "raw" / f"{cell_id(category, generator, seed)}.json", result)
+    return result

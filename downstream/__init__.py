@@ -1,0 +1,1 @@
+"""Downstream evaluation: train inspection models on generated pairs, score them on real test images."""

@@ -1,0 +1,189 @@
+"""The generator contract: ``fit(fewshot)``, ``sample(defect, n, seed)``, ``save``/``load``.
+
+A generator is configured by a dataclass (its ``Config``); every parameter is a field with a
+default, so a preset can set any of them and the config hash in the manifest identifies the run.
+
+Example:
+    >>> from generation import create_generator
+    >>> gen = create_generator("real-fewshot")
+    >>> gen.config_hash()  # doctest: +ELLIPSIS
+    '...'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class FewShotSet:
+    """What a generator learns from.
+
+    Attributes:
+        category: category name (e.g. ``bottle``).
+        normal_images: defect-free training images (``train/good``).
+        anomalies: per defect type, the few real (image, mask) pairs the generator may use.
+        is_object: True for object categories, False for textures, None when unknown.
+    """
+
+    category: str
+    normal_images: list[Path]
+    anomalies: dict[str, list[tuple[Path, Path]]]
+    is_object: bool | None = None
+
+    @property
+    def defects(self) -> list[str]:
+        """Defect types, in a stable order."""
+        return sorted(self.anomalies)
+
+
+@dataclass
+class GeneratedPair:
+    """One generated sample: whole image, binary mask and (optionally) the anomaly-part image."""
+
+    image: np.ndarray  # H x W x 3, uint8
+    mask: np.ndarray  # H x W, bool
+    seed: int
+    fg: np.ndarray | None = None  # H x W x 3, uint8
+
+    def __post_init__(self) -> None:
+        self.mask = np.asarray(self.mask).astype(bool)
+        if self.image.shape[:2] != self.mask.shape:
+            raise ValueError(f"image {self.image.shape[:2]} and mask {self.mask.shape} differ in size")
+
+
+@dataclass
+class GeneratorConfig:
+    """Fields every generator has."""
+
+    image_size: int | None = None  # output size in pixels (square); None keeps the source size
+
+
+def pair_seed(seed: int, defect: str, index: int) -> int:
+    """The seed of pair ``index`` of ``defect`` in a run seeded with ``seed`` (stable across runs)."""
+    return zlib.crc32(f"{seed}/{defect}/{index}".encode()) & 0x7FFFFFFF
+
+
+def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Read an image as H x W x 3 uint8, optionally resized (bilinear) to ``size`` x ``size``."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return np.asarray(im).copy()
+
+
+def load_mask(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Read a mask as H x W bool (grey > 127.5), optionally resized (nearest) to ``size`` x ``size``."""
+    with Image.open(path) as im:
+        im = im.convert("L")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.NEAREST)
+        return np.asarray(im) > 127
+
+
+class Generator(ABC):
+    """Base class of all generators. Subclasses set ``Config`` and register with a name."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
+    writes_fg: ClassVar[bool] = False
+
+    def __init__(self, config: GeneratorConfig | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a config object or keyword options, not both")
+        self.config = config if config is not None else self.Config(**options)
+        self.fewshot: FewShotSet | None = None
+
+    @abstractmethod
+    def fit(self, fewshot: FewShotSet) -> None:
+        """Learn from the few-shot set (may be a no-op for rule-based generators)."""
+
+    @abstractmethod
+    def sample(self, defect: str, n: int, seed: int) -> Iterator[GeneratedPair]:
+        """Yield ``n`` pairs of ``defect``; pair i is seeded with :func:`pair_seed` (seed, defect, i)."""
+
+    def save(self, path: str | Path) -> None:
+        """Persist what ``fit`` learned (default: the config and the few-shot set's file lists)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"config": dataclasses.asdict(self.config), "fewshot": _fewshot_to_json(self.fewshot)}
+        (path / "generator.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Generator:
+        """Restore a generator saved with :meth:`save`."""
+        state = json.loads((Path(path) / "generator.json").read_text())
+        gen = cls(cls.Config(**state["config"]))
+        if state["fewshot"] is not None:
+            gen.fit(_fewshot_from_json(state["fewshot"]))
+        return gen
+
+    def config_hash(self) -> str:
+        """Short hash of the generator name and its full config."""
+        return config_hash({"generator": self.name, **dataclasses.asdict(self.config)})
+
+    def _require_fit(self) -> FewShotSet:
+        if self.fewshot is None:
+            raise RuntimeError(f"generator {self.name!r}: call fit() before sample()")
+        return self.fewshot
+
+    def _check_defect(self, defect: str) -> list[tuple[Path, Path]]:
+        from generation.errors import GenerationInputError
+
+        fewshot = self._require_fit()
+        if defect not in fewshot.anomalies:
+            raise GenerationInputError(
+                f"defect {defect!r} is not in the few-shot set of {fewshot.category!r}; "
+                f"known: {', '.join(fewshot.defects)}"
+            )
+        return fewshot.anomalies[defect]
+
+
+def config_hash(payload: Any) -> str:
+    """Stable 12-hex-digit hash of a JSON-serialisable payload."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _fewshot_to_json(fewshot: FewShotSet | None) -> dict[str, Any] | None:
+    if fewshot is None:
+        return None
+    return {
+        "category": fewshot.category,
+        "normal_images": [str(p) for p in fewshot.normal_images],
+        "anomalies": {d: [[str(i), str(m)] for i, m in pairs] for d, pairs in fewshot.anomalies.items()},
+        "is_object": fewshot.is_object,
+    }
+
+
+def _fewshot_from_json(payload: dict[str, Any]) -> FewShotSet:
+    return FewShotSet(
+        category=payload["category"],
+        normal_images=[Path(p) for p in payload["normal_images"]],
+        anomalies={d: [(Path(i), Path(m)) for i, m in pairs] for d, pairs in payload["anomalies"].items()},
+        is_object=payload["is_object"],
+    )
+
+
+__all__ = [
+    "FewShotSet",
+    "GeneratedPair",
+    "Generator",
+    "GeneratorConfig",
+    "config_hash",
+    "load_mask",
+    "load_rgb",
+    "pair_seed",
+]

@@ -1,0 +1,36 @@
+import json
+
+from benchmarks.cli import main
+
+TINY_SETTINGS = [
+    "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=1",
+    "segmenter.samples_per_epoch=8", "segmenter.batch_size=8", "generation.n_per_defect=4",
+]  # fmt: skip
+TINY = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
+
+
+def test_run_end_to_end_on_a_tiny_configuration(tmp_path, nut_root, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["run", "quick", "--dataset", str(nut_root), "--out", str(run_dir), "--no-progress", *TINY])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "image_auroc" in out and "pixel_auroc" in out and "nut" in out
+
+    result = json.loads((run_dir / "raw" / "real-fewshot__nut__seed0.json").read_text())
+    assert set(result) >= {"cell", "metrics", "config", "versions", "git_sha", "timings", "split"}
+    assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
+    assert result["config"]["segmenter.epochs"] == 1
+    assert result["versions"]["torch"].startswith("2.14.1")
+    assert result["split"] == {"preset": "strict", "overlap_count": 0}
+
+    generated = run_dir / "generated" / "real-fewshot__seed0"
+    lines = (generated / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 3 * 4  # three defect types x n_per_defect
+    record = json.loads(lines[0])
+    assert record["generator"] == "real-fewshot" and (generated / record["mask"]).exists()
+    assert (run_dir / "splits" / "nut.strict.json").exists()
+
+
+def test_run_with_a_bad_dataset_exits_2(tmp_path, capsys):
+    assert main(["run", "--dataset", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert "data.root" in capsys.readouterr().err
