@@ -99,6 +99,9 @@ class Generator(ABC):
     name: ClassVar[str] = ""
     Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     writes_fg: ClassVar[bool] = False
+    # Config options that make fit + sample of a handful of pairs take seconds on a CPU
+    # (used by the registry-parametrised tests; learned generators shrink their models here).
+    smoke_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: GeneratorConfig | None = None, **options: Any) -> None:
         if config is not None and options:
