@@ -95,6 +95,9 @@ class NSA(Generator):
         change = np.abs(blended.astype(np.float32) - target.astype(np.float32)).mean(axis=-1)
         mask = ndimage.gaussian_filter(change, 1.0) > c.mask_threshold
         mask = ndimage.binary_opening(mask, iterations=1)
+        target_region = self.bank.region(target_index, restrict)
+        if target_region is not None:
+            mask &= target_region
         return np.where(mask[..., None], blended, target), mask
 
     def sample(self, defect: str, n: int, seed: int) -> Iterator[GeneratedPair]:
