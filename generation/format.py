@@ -6,6 +6,7 @@ Layout::
     <root>/<category>/<defect>/mask/0000.png    binary mask (0/255)
     <root>/<category>/<defect>/fg/0000.png      anomaly part (optional, DualAnoDiff)
     <root>/manifest.jsonl                       one JSON line per pair
+    <root>/splits/                              optional: the split manifests used (not a category)
 
 Each manifest line: ``generator``, ``category``, ``defect``, ``index``, ``seed``, ``config_hash``,
 ``image``, ``mask`` and ``fg`` (paths relative to the root; ``fg`` may be null). Imported sets have a
@@ -37,6 +38,9 @@ from generation.errors import GenerationInputError
 
 MANIFEST = "manifest.jsonl"
 IMAGE_DIR, MASK_DIR, FG_DIR = "image", "mask", "fg"
+# Folders next to the categories that are not categories (``anobench generate`` keeps the split
+# manifests it used in ``splits/``).
+RESERVED_DIRS = ("splits",)
 
 
 def _file_name(index: int) -> str:
@@ -258,7 +262,15 @@ def read_generated_set(
     if (root / MANIFEST).exists():
         for record in _read_manifest_lines(root / MANIFEST):
             meta[(str(record["category"]), str(record["defect"]), str(record["image"]))] = record
-    categories = [category] if category else sorted(p.name for p in root.iterdir() if p.is_dir())
+    categories = (
+        [category]
+        if category
+        else sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and p.name not in RESERVED_DIRS and not p.name.startswith(".")
+        )
+    )
     out: dict[tuple[str, str], list[GeneratedEntry]] = {}
     problems: list[str] = []
     for cat in categories:

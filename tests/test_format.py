@@ -138,3 +138,11 @@ def test_missing_root_category_and_subfolders(tmp_path, written):
     assert "no generated pairs for category 'bottle'" in _problems(root, category="bottle")[0]
     (root / "nut" / "stain").mkdir()
     assert "needs both image/ and mask/" in _problems(root)[0]
+
+
+def test_splits_folder_and_hidden_folders_are_not_categories(written):
+    root, _ = written
+    (root / "splits").mkdir()
+    (root / "splits" / "nut.strict.json").write_text("{}")
+    (root / ".cache").mkdir()
+    assert sorted(read_generated_set(root)) == [("nut", "hole"), ("nut", "scratch")]

@@ -15,6 +15,7 @@ from generation.base import load_rgb
 from generation.foreground import estimate_foreground
 
 Rng = np.random.Generator
+OPENCV_CLONE_EROSION = 3  # pixels cv2.seamlessClone erodes its mask by before solving
 
 
 class NormalBank:
@@ -113,26 +114,33 @@ def poisson_paste(
 ) -> np.ndarray:
     """Poisson-blend ``patch`` into ``target`` at (top, left) (OpenCV seamless cloning).
 
-    Only the pixels of ``mask`` (h x w bool) change; the patch is placed exactly at (top, left)
-    (OpenCV centres the mask's bounding box on the point it is given, which is computed here).
+    Only the pixels of ``mask`` (h x w bool) change, and the gradients of the whole patch inside
+    ``mask`` are kept: OpenCV erodes the mask it is given by 3 pixels before solving, so it gets
+    the mask dilated by as much (outside the patch its source is the target itself, whose own
+    gradients then change nothing). The patch is placed exactly at (top, left): OpenCV centres the
+    mask's bounding box on the point it is given, which is computed here.
     """
     h, w = target.shape[:2]
-    # seamlessClone needs the mask away from the image border: shrink it to the inner region.
-    full = np.zeros((h, w), np.uint8)
-    full[top : top + mask.shape[0], left : left + mask.shape[1]] = mask.astype(np.uint8) * 255
-    full[[0, -1], :] = 0
-    full[:, [0, -1]] = 0
-    if not full.any():
+    inside = np.zeros((h, w), bool)
+    inside[top : top + mask.shape[0], left : left + mask.shape[1]] = mask
+    # seamlessClone needs the mask away from the image border.
+    inside[[0, -1], :] = False
+    inside[:, [0, -1]] = False
+    if not inside.any():
         return target.copy()
+    grown = ndimage.binary_dilation(inside, iterations=OPENCV_CLONE_EROSION)
+    grown[[0, -1], :] = False
+    grown[:, [0, -1]] = False
+    clone_mask = grown.astype(np.uint8) * 255
     source = target.copy()
     source[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
-    x, y, bw, bh = cv2.boundingRect(full)
-    center = (x + bw // 2, y + bh // 2)
+    x, y, bw, bh = cv2.boundingRect(clone_mask)
     flag = cv2.MIXED_CLONE if mixed else cv2.NORMAL_CLONE
-    # OpenCV writes into the mask it is given (seen with opencv 5.0): hand it a copy.
-    blended = cv2.seamlessClone(source[..., ::-1].copy(), target[..., ::-1].copy(), full.copy(), center, flag)
+    # OpenCV writes into the mask it is given (seen with opencv 5.0): it gets its own array.
+    blended = cv2.seamlessClone(
+        source[..., ::-1].copy(), target[..., ::-1].copy(), clone_mask, (x + bw // 2, y + bh // 2), flag
+    )
     out = target.copy()
-    inside = full > 0
     out[inside] = blended[..., ::-1][inside]
     return out
 
