@@ -43,9 +43,20 @@ class DataConfig:
 class GenerationConfig:
     """Which generators run and how many pairs each writes."""
 
-    generators: list[str] = field(default_factory=lambda: ["real-fewshot"])
+    generators: list[str] = field(default_factory=list)
+    # Reference rows every table carries (run first; see README "Reference rows").
+    reference: list[str] = field(default_factory=lambda: ["real-fewshot"])
     n_per_defect: int = 500
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
+
+
+@dataclass
+class RunnerConfig:
+    """Where the jobs run."""
+
+    backend: str = "serial"  # serial | dask
+    scheduler: str | None = None  # dask scheduler address; None starts a LocalCluster
+    n_workers: int | None = None  # LocalCluster workers; None: one per GPU, else per CPU slot
 
 
 @dataclass
@@ -58,6 +69,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
 
 
 def list_presets() -> list[str]:

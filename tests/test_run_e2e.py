@@ -16,14 +16,15 @@ def test_run_end_to_end_on_a_tiny_configuration(tmp_path, nut_root, capsys):
     out = capsys.readouterr().out
     assert "image_auroc" in out and "pixel_auroc" in out and "nut" in out
 
-    result = json.loads((run_dir / "raw" / "real-fewshot__nut__seed0.json").read_text())
+    (result_file,) = (run_dir / "raw" / "downstream").glob("real-fewshot__nut__all__seed0__*.json")
+    result = json.loads(result_file.read_text())
     assert set(result) >= {"cell", "metrics", "config", "versions", "git_sha", "timings", "split"}
     assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
     assert result["config"]["segmenter.epochs"] == 1
     assert result["versions"]["torch"].startswith("2.14.1")
     assert result["split"] == {"preset": "strict", "overlap_count": 0}
 
-    generated = run_dir / "generated" / "real-fewshot__seed0"
+    (generated,) = (run_dir / "generated").glob("real-fewshot__seed0__*")
     lines = (generated / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 3 * 4  # three defect types x n_per_defect
     record = json.loads(lines[0])
