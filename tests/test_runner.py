@@ -83,8 +83,8 @@ def test_failures_are_collected_without_stopping_other_jobs(tmp_path, nut_root, 
     assert statuses[(broken_generator, DOWNSTREAM)] == "blocked"
     assert "boom" in summary.failures[0].error
     # the CLI reports them at the end and exits 1
-    code = main(["run", "--dataset", str(nut_root), "--out", str(tmp_path), "--no-progress",
-                 *[a for s in TINY for a in ("--set", s)], "--set", f"generation.generators=[{broken_generator}]"])  # fmt: skip
+    sets = [a for s in [*TINY, f"generation.generators=[{broken_generator}]"] for a in ("--set", s)]
+    code = main(["run", "--dataset", str(nut_root), "--out", str(tmp_path), "--no-progress", *sets])
     assert code == 1
     out = capsys.readouterr().out
     assert "failed: generate broken-test/nut" in out and "1 already done" not in out
