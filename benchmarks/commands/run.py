@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.out or Path(config.output_dir) / config.name
     root = dataset_root(config)
     jobs = expand_grid(config, root, run_dir, categories(config, root))
-    backend = make_backend(config.runner.backend, config.runner.scheduler, config.runner.n_workers)
+    backend = make_backend(
+        config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
+    )
     print(
         f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} -> {run_dir} ({backend.name} backend)"
     )

@@ -52,15 +52,18 @@ def _blocked(job: Job, finished: dict[JobKey, JobOutcome]) -> JobOutcome | None:
 
 
 class SerialBackend:
-    """Runs jobs one after another in this process (inner progress bars shown)."""
+    """Runs jobs one after another in this process (with inner progress bars unless disabled)."""
 
     name = "serial"
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
 
     def run(self, jobs: list[Job], on_outcome: OutcomeCallback) -> None:
         """Execute ``jobs`` in order; a job whose dependency failed is reported as blocked."""
         finished: dict[JobKey, JobOutcome] = {}
         for job in jobs:
-            outcome = _blocked(job, finished) or execute(job, progress=True)
+            outcome = _blocked(job, finished) or execute(job, progress=self.progress)
             finished[job.key] = outcome
             on_outcome(outcome)
 
@@ -139,10 +142,12 @@ class DaskBackend:
                 cluster.close()
 
 
-def make_backend(name: str, scheduler: str | None = None, n_workers: int | None = None):
+def make_backend(
+    name: str, scheduler: str | None = None, n_workers: int | None = None, progress: bool = True
+):
     """Backend by name: ``serial`` or ``dask``."""
     if name == "serial":
-        return SerialBackend()
+        return SerialBackend(progress)
     if name == "dask":
         return DaskBackend(scheduler, n_workers)
     from benchmarks.errors import UserError
