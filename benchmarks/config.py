@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -180,11 +181,18 @@ def load_config(name_or_path: str | Path = "quick", overrides: list[str] | None 
 
 
 def validate_paths(config: RunConfig) -> None:
-    """Paths named by the config must exist."""
-    if config.data.root is not None and not Path(config.data.root).expanduser().is_dir():
+    """Paths named by the config must exist (``$VARS`` and ``~`` are expanded first)."""
+    root = config.data.root
+    if root is None:
+        return
+    expanded = os.path.expanduser(os.path.expandvars(root))
+    if "$" in expanded:
         raise ConfigError(
-            f"data.root: {config.data.root} does not exist; point it at an MVTec-AD-layout folder"
+            f"data.root: {root} names an unset environment variable; export it or pass --dataset DIR"
         )
+    if not Path(expanded).is_dir():
+        raise ConfigError(f"data.root: {root} does not exist; point it at an MVTec-AD-layout folder")
+    config.data.root = expanded
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
