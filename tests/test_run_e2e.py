@@ -35,3 +35,27 @@ def test_run_end_to_end_on_a_tiny_configuration(tmp_path, nut_root, capsys):
 def test_run_with_a_bad_dataset_exits_2(tmp_path, capsys):
     assert main(["run", "--dataset", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "data.root" in capsys.readouterr().err
+
+
+def test_generate_command_writes_a_resumable_set(tmp_path, nut_root, capsys):
+    out = tmp_path / "gen"
+    args = [
+        "generate",
+        "--generator",
+        "real-fewshot",
+        "--dataset",
+        str(nut_root),
+        "--out",
+        str(out),
+        "-n",
+        "3",
+    ]
+    assert main(args) == 0
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 9
+    assert main(args) == 0  # rerun: everything exists, nothing is written twice
+    assert (out / "manifest.jsonl").read_text().splitlines() == lines
+    assert (out / "splits" / "nut.strict.json").exists()
+    assert main([*args[:-2], "-n", "0"]) == 2
+    assert main([*args, "--option", "colour=red"]) == 2
+    assert "unknown option(s) colour" in capsys.readouterr().err
