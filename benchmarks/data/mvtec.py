@@ -92,7 +92,9 @@ def list_categories(root: str | Path) -> list[str]:
     """Category folders under ``root`` (those holding ``train/`` or ``test/``)."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found; pass the folder that holds the category folders")
+        raise DatasetError(
+            f"{root}: dataset folder not found; pass the folder that holds the category folders"
+        )
     names = [n for n in _subdirs(root) if (root / n / "train").is_dir() or (root / n / "test").is_dir()]
     if not names:
         raise DatasetError(f"{root}: no category folders found; {LAYOUT_HINT}")
@@ -137,7 +139,9 @@ def read_category(root: str | Path, category: str, *, validate: bool = True) -> 
     base = root / category
     problems: list[str] = []
     if not base.is_dir():
-        raise DatasetError(f"{base}: category folder not found; available: {', '.join(list_categories(root))}")
+        raise DatasetError(
+            f"{base}: category folder not found; available: {', '.join(list_categories(root))}"
+        )
     for required in ("train/good", "test/good"):
         if not (base / required).is_dir():
             problems.append(f"{base / required}: missing folder; {LAYOUT_HINT}")
@@ -154,7 +158,9 @@ def read_category(root: str | Path, category: str, *, validate: bool = True) -> 
     for defect in (d for d in _subdirs(base / "test") if d != "good"):
         images = _image_files(base / "test" / defect, problems)
         if not images:
-            problems.append(f"{base / 'test' / defect}: empty defect folder; add its images or remove the folder")
+            problems.append(
+                f"{base / 'test' / defect}: empty defect folder; add its images or remove the folder"
+            )
             continue
         gt_dir = base / "ground_truth" / defect
         samples = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ def _stable_seed(*parts: object) -> int:
 
 
 # ---------------------------------------------------------------- normal images
-@lru_cache(maxsize=None)
+@cache
 def _texture_source(name: str) -> np.ndarray:
     from skimage import data
 
@@ -76,7 +76,9 @@ def _texture_image(name: str, rng: Rng) -> np.ndarray:
     crop = 2 * IMAGE_SIZE
     y, x = rng.integers(0, h - crop), rng.integers(0, w - crop)
     patch = source[y : y + crop, x : x + crop]
-    patch = np.asarray(Image.fromarray(patch.astype(np.uint8)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
+    patch = np.asarray(
+        Image.fromarray(patch.astype(np.uint8)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+    )
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
     gain = rng.uniform(0.9, 1.1)
@@ -87,7 +89,8 @@ def _texture_image(name: str, rng: Rng) -> np.ndarray:
 def _hexagon(center: tuple[float, float], radius: float, angle: float) -> list[tuple[float, float]]:
     cx, cy = center
     return [
-        (cx + radius * np.cos(angle + k * np.pi / 3), cy + radius * np.sin(angle + k * np.pi / 3)) for k in range(6)
+        (cx + radius * np.cos(angle + k * np.pi / 3), cy + radius * np.sin(angle + k * np.pi / 3))
+        for k in range(6)
     ]
 
 
