@@ -178,11 +178,11 @@ def _check_pair(image: Path, mask: Path) -> str | None:
                 f"{mask}: mask is {b.size[0]}x{b.size[1]} but the image is {a.size[0]}x{a.size[1]}; "
                 "masks must match their images"
             )
-        values = np.unique(np.asarray(b.convert("L")))
-    other = values[(values != 0) & (values != 255)]
+        counts = np.bincount(np.asarray(b.convert("L")).ravel(), minlength=256)
+    other = np.flatnonzero(counts[1:255]) + 1  # grey levels other than 0 and 255 that occur
     if other.size:
         return (
-            f"{mask}: mask is not binary ({other.size} grey level(s) besides 0/255, e.g. {int(other[0])}); "
+            f"{mask}: mask is not binary ({other.size} grey level(s) besides 0/255, e.g. {int(other[-1])}); "
             f"binarise it at 0.5 (values >= 128 -> 255), e.g. {IMPORT_HINT} --mask-threshold 0.5"
         )
     return None
