@@ -46,7 +46,7 @@ class GenerationConfig:
 
     generators: list[str] = field(default_factory=list)
     # Reference rows every table carries (run first; see README "Reference rows").
-    reference: list[str] = field(default_factory=lambda: ["real-fewshot"])
+    reference: list[str] = field(default_factory=lambda: ["real-fewshot", "perlin"])
     n_per_defect: int = 500
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
 

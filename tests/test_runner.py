@@ -19,6 +19,7 @@ from generation.registry import _REGISTRY, register_generator
 TINY = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=2",
     "segmenter.samples_per_epoch=16", "segmenter.batch_size=8", "generation.n_per_defect=4",
+    "generation.generators=[]", "generation.reference=[real-fewshot]",
 ]  # fmt: skip
 
 

@@ -26,10 +26,16 @@ AVERAGE = "Average"
 PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper_reported.csv"
 
 
+# Reference rows get their role in the label: `perlin` uses no anomaly data at all.
+ROW_LABELS = {"perlin": "perlin (no-anomaly)"}
+
+
 def _label_generators(frame: pd.DataFrame) -> pd.DataFrame:
     marked = set(frame.loc[frame["selection"] == "best-on-test", "generator"])
     frame = frame.copy()
-    frame["generator"] = [f"{g}{BEST_ON_TEST_MARK}" if g in marked else g for g in frame["generator"]]
+    frame["generator"] = [
+        ROW_LABELS.get(g, g) + (BEST_ON_TEST_MARK if g in marked else "") for g in frame["generator"]
+    ]
     return frame
 
 
