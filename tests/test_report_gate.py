@@ -122,3 +122,31 @@ def test_gate_fails_on_missing_metric_and_respects_lower_is_better(run_dir, tmp_
     assert "regression: downstream/a/nut/kid" in out  # 0.2 vs 0.1: worse, because lower is better
     assert "regression: downstream/a/nut/image_auroc" not in out
     assert main(["check", str(run_dir), "--baseline", str(tmp_path / "none.json")]) == 2
+
+
+def test_report_draws_a_sample_grid_per_generated_set(tmp_path, nut_root):
+    from benchmarks.cli import main as cli
+
+    run_dir = tmp_path / "run"
+    gen = run_dir / "generated" / "real-fewshot__seed0__abc"
+    assert (
+        cli(
+            [
+                "generate",
+                "--generator",
+                "real-fewshot",
+                "--dataset",
+                str(nut_root),
+                "--out",
+                str(gen),
+                "-n",
+                "2",
+            ]
+        )
+        == 0
+    )
+    _write(run_dir, "real-fewshot", "nut", 0, {"image_auroc": 0.5})
+    page = render_report(run_dir)
+    grid = page.parent / "figures" / "samples_real-fewshot__seed0__abc.png"
+    assert grid.read_bytes()[:4] == b"\x89PNG"
+    assert "figures/samples_real-fewshot__seed0__abc.png" in page.read_text()

@@ -15,6 +15,22 @@ from benchmarks.report.tables import (
     to_markdown,
     write_table,
 )
+from generation.errors import GenerationInputError
+from generation.format import read_generated_set
+from generation.quality import quality_figure
+
+
+def sample_grids(run_dir: Path, out_dir: Path, per_defect: int = 2) -> list[tuple[str, Path]]:
+    """One sample grid per generated set of the run (named after its folder)."""
+    grids = []
+    for folder in sorted(p for p in (run_dir / "generated").glob("*") if p.is_dir()):
+        try:
+            pairs = read_generated_set(folder, validate=False)
+        except GenerationInputError:
+            continue  # an interrupted, still empty set
+        path = quality_figure(pairs, out_dir / f"samples_{folder.name}.png", per_defect, title=folder.name)
+        grids.append((folder.name, path))
+    return grids
 
 
 def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -48,6 +64,10 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
             lines += [f"### {metric}", "", to_markdown(shown), ""]
             if figure:
                 lines += [f"![{metric} per category]({figure.relative_to(out).as_posix()})", ""]
+    grids = sample_grids(run_dir, out / "figures")
+    if grids:
+        lines += ["## Generated samples (image | mask | overlay)", ""]
+        lines += [f"![{name}]({path.relative_to(out).as_posix()})" for name, path in grids] + [""]
     paper = paper_table()
     write_table(paper, out / "tables" / "paper_reported", "Published numbers (results/paper_reported.csv)")
     lines += [
