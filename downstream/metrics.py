@@ -56,8 +56,10 @@ AUPRO_FPR_LIMIT = 0.3
 
 
 def descending_order(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(order, ends)``: indices sorting ``scores`` (flattened) high to low, and the last sorted
-    position of each group of equal scores (one entry per distinct score).
+    """Indices sorting ``scores`` (flattened) high to low, and the end of each group of equal scores.
+
+    Returns:
+        ``(order, ends)``: ``ends`` has one entry per distinct score, its last sorted position.
     """
     scores = np.asarray(scores).ravel()
     order = np.argsort(scores)[::-1]
@@ -189,7 +191,8 @@ def pro_curve(
     n_normal = int(np.count_nonzero(flat_regions == 0))
     if len(sizes) == 0 or n_normal == 0:
         raise DownstreamInputError(
-            f"AU-PRO: needs anomalous regions and normal pixels (regions={len(sizes)}, normal pixels={n_normal})"
+            f"AU-PRO: needs anomalous regions and normal pixels "
+            f"(regions={len(sizes)}, normal pixels={n_normal})"
         )
     # Each anomalous pixel adds 1 / (its region's size * number of regions) to PRO when it is
     # detected; each normal pixel adds 1 / n_normal to FPR.

@@ -12,8 +12,9 @@ Selection policies (``SegmenterConfig.selection``):
 
 Example:
     >>> from downstream.protocol import run_segmentation  # doctest: +SKIP
+    >>> config = SegmenterConfig(image_size=64, base_width=8, epochs=2)  # doctest: +SKIP
     >>> result = run_segmentation(normals, {"scratch": pairs}, test_good, {"scratch": test_pairs},
-    ...                           SegmenterConfig(image_size=64, base_width=8, epochs=2), seed=0)  # doctest: +SKIP
+    ...                           config, seed=0)  # doctest: +SKIP
     >>> result["metrics"]["pixel_aupro"], result["selection"], result["selected_epoch"]  # doctest: +SKIP
 """
 

