@@ -22,7 +22,7 @@ from benchmarks.data.splits import SplitManifest, make_split
 from benchmarks.data.synth import CATEGORIES, embedded_dataset
 from benchmarks.provenance import git_sha, package_versions, utc_now
 from downstream.classifier import run_classification
-from downstream.evaluation import TestSplit
+from downstream.evaluation import HeldOutSplit
 from downstream.protocol import run_segmentation
 from downstream.unsupervised import DetectorConfig, run_detector
 from generation.base import FewShotSet
@@ -157,7 +157,7 @@ def detector_stage(
     config: RunConfig, manifest: SplitManifest, detector: DetectorConfig, seed: int = 0, progress: bool = True
 ) -> dict[str, Any]:
     """An unsupervised detector row: fit on ``train/good``, scored on the same test split as the segmenter."""
-    split = TestSplit.load(
+    split = HeldOutSplit.load(
         [manifest.absolute(p) for p in manifest.test_good],
         manifest.test_samples(),
         config.segmenter.image_size,

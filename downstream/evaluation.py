@@ -1,8 +1,8 @@
 """The held-out real test split, loaded once, and the scoring of anomaly maps on it.
 
 Example:
-    >>> from downstream.evaluation import TestSplit  # doctest: +SKIP
-    >>> split = TestSplit.load(test_good, {"scratch": [(image, mask), ...]}, size=256)  # doctest: +SKIP
+    >>> from downstream.evaluation import HeldOutSplit  # doctest: +SKIP
+    >>> split = HeldOutSplit.load(test_good, {"scratch": [(image, mask), ...]}, size=256)  # doctest: +SKIP
     >>> split.score(maps, scores)["pixel_aupro"]  # doctest: +SKIP
 """
 
@@ -26,7 +26,7 @@ PER_DEFECT_KEYS = (IMAGE_AUROC, IMAGE_AP, PIXEL_AUROC, PIXEL_AP, PIXEL_AUPRO)
 
 
 @dataclass
-class TestSplit:
+class HeldOutSplit:
     """Test images (uint8, resized), binary masks and per-image defect names (``good`` for normals)."""
 
     images: torch.Tensor  # (N, 3, S, S) uint8
@@ -40,7 +40,7 @@ class TestSplit:
         test_good: Sequence[Path],
         test_anomalies: dict[str, Sequence[tuple[Path, Path]]],
         size: int,
-    ) -> TestSplit:
+    ) -> HeldOutSplit:
         """Read ``test_good`` (empty masks) and ``test_anomalies`` (per defect, (image, mask) pairs)."""
         if not test_good or not any(test_anomalies.values()):
             raise DownstreamInputError(
@@ -62,28 +62,28 @@ class TestSplit:
 
     def score(self, maps: np.ndarray, scores: np.ndarray, pixel_f1: str = "exact") -> dict[str, float]:
         """Every segmentation metric of ``maps`` (N, S, S) and image ``scores`` (N,) on this split."""
-        return segmentation_metrics(maps, self.masks, scores, pixel_f1=pixel_f1)
+        return segmentation_metrics(maps, self.masks, scores, pixel_f1=pixel_f1, labels=self.labels)
 
     def score_per_defect(self, maps: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, float]]:
         """Per defect type: its images against all good images (the keys in ``PER_DEFECT_KEYS``)."""
-        defects = np.array(self.defects)
+        defects, labels = np.array(self.defects), self.labels
         out = {}
         for defect in sorted(set(self.defects) - {GOOD}):
             keep = (defects == defect) | (defects == GOOD)
-            metrics = segmentation_metrics(maps[keep], self.masks[keep], scores[keep])
+            metrics = segmentation_metrics(maps[keep], self.masks[keep], scores[keep], labels=labels[keep])
             out[defect] = {key: metrics[key] for key in PER_DEFECT_KEYS}
         return out
 
 
 def predict_split(
-    model: DiscriminativeUNet, split: TestSplit, config: SegmenterConfig
+    model: DiscriminativeUNet, split: HeldOutSplit, config: SegmenterConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """The segmenter's anomaly maps and image scores on ``split``."""
     return predict_tensor(model, split.images, config.eval_batch_size, config.pool_kernel)
 
 
 def evaluate_segmenter(
-    model: DiscriminativeUNet, split: TestSplit, config: SegmenterConfig, pixel_f1: str = "exact"
+    model: DiscriminativeUNet, split: HeldOutSplit, config: SegmenterConfig, pixel_f1: str = "exact"
 ) -> dict[str, float]:
     """Metrics of a trained segmenter on the test split."""
     maps, scores = predict_split(model, split, config)

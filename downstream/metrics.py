@@ -239,15 +239,21 @@ def classification_accuracy(
 
 
 def segmentation_metrics(
-    maps: np.ndarray, masks: np.ndarray, scores: np.ndarray, pixel_f1: str = "exact"
+    maps: np.ndarray,
+    masks: np.ndarray,
+    scores: np.ndarray,
+    pixel_f1: str = "exact",
+    labels: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Image- and pixel-level metrics of one test split.
 
     Args:
         maps: (N, H, W) anomaly maps (higher = more anomalous).
-        masks: (N, H, W) binary ground truth; an image is anomalous when its mask is non-empty.
+        masks: (N, H, W) binary ground truth.
         scores: (N,) image anomaly scores.
         pixel_f1: ``exact`` or ``grid-0.05`` (see the module docstring).
+        labels: (N,) image labels (True = anomalous). Default: the mask is non-empty. Pass them
+            when known from the folders: a tiny defect can vanish from a down-sized mask.
     """
     maps, masks, scores = np.asarray(maps), np.asarray(masks).astype(bool), np.asarray(scores).ravel()
     if maps.ndim != 3 or maps.shape != masks.shape or len(scores) != len(maps):
@@ -257,7 +263,9 @@ def segmentation_metrics(
         )
     if pixel_f1 not in F1_MODES:
         raise DownstreamInputError(f"pixel F1 mode {pixel_f1!r}: choose one of {', '.join(F1_MODES)}")
-    labels = masks.reshape(len(masks), -1).any(axis=1)
+    labels = masks.reshape(len(masks), -1).any(axis=1) if labels is None else np.asarray(labels, dtype=bool)
+    if labels.shape != scores.shape:
+        raise DownstreamInputError(f"metrics: {labels.shape[0]} image labels for {len(scores)} scores")
     itps, ifps, _ = binary_curve(scores, labels)
     _require_both_classes(itps, ifps, "image metrics")
     pixel_order = descending_order(maps)

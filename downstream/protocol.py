@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from downstream.evaluation import TestSplit, predict_split
+from downstream.evaluation import HeldOutSplit, predict_split
 from downstream.metrics import AUPRO_FPR_LIMIT, pro_curve, selection_score
 from downstream.training import SegmenterConfig, train_segmenter
 
@@ -93,7 +93,7 @@ def run_segmentation(
         ``epochs``, ``history`` (per epoch: training loss, and the test criterion under
         ``best-on-test``), ``train_counts`` and ``scores_file`` (or None).
     """
-    split = TestSplit.load(test_good, test_anomalies_by_defect, config.image_size)
+    split = HeldOutSplit.load(test_good, test_anomalies_by_defect, config.image_size)
     history: list[dict[str, float]] = []
     tracker = BestOnTest()
 
@@ -132,7 +132,7 @@ def run_segmentation(
     return result
 
 
-def save_scores(path: Path, split: TestSplit, maps: np.ndarray, scores: np.ndarray, seed: int = 0) -> Path:
+def save_scores(path: Path, split: HeldOutSplit, maps: np.ndarray, scores: np.ndarray, seed: int = 0) -> Path:
     """Write what ROC/PR/PRO plots need, atomically, as a compressed ``.npz``.
 
     Arrays: ``image_scores``, ``image_labels``, ``image_defects``, ``image_names``; ``pixel_scores``
@@ -150,7 +150,7 @@ def save_scores(path: Path, split: TestSplit, maps: np.ndarray, scores: np.ndarr
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(
         tmp,
-        image_scores=scores.astype(np.float32),
+        image_scores=scores.astype(np.float64),
         image_labels=split.labels,
         image_defects=np.array(split.defects),
         image_names=np.array(split.names),

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from downstream.classifier import file_digest, read_state_dict
 from downstream.errors import DownstreamInputError
-from downstream.evaluation import TestSplit
+from downstream.evaluation import HeldOutSplit
 from downstream.training import load_images, resolve_device
 
 DETECTORS = ("patchcore", "padim")
@@ -176,7 +176,7 @@ def _normalise(images: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
 def run_detector(
     config: DetectorConfig,
     train_good: Sequence[Path],
-    split: TestSplit,
+    split: HeldOutSplit,
     *,
     pixel_f1: str = "exact",
     seed: int = 0,
@@ -200,7 +200,7 @@ def run_detector(
         for start in tqdm(batches, desc=f"{config.name} fit", disable=not progress, leave=False):
             model(_normalise(train[start : start + config.batch_size], config).to(device))
     if config.name == "patchcore":
-        model.subsample_embedding(config.coreset_sampling_ratio)
+        model.subsample_embedding(sampling_ratio=config.coreset_sampling_ratio)
     else:
         model.fit()
     model.eval()
