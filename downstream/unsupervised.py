@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +201,9 @@ def run_detector(
         for start in tqdm(batches, desc=f"{config.name} fit", disable=not progress, leave=False):
             model(_normalise(train[start : start + config.batch_size], config).to(device))
     if config.name == "patchcore":
-        model.subsample_embedding(sampling_ratio=config.coreset_sampling_ratio)
+        with warnings.catch_warnings():  # anomalib 2.7 flags the call itself as deprecated (its unused arg)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model.subsample_embedding(sampling_ratio=config.coreset_sampling_ratio)
     else:
         model.fit()
     model.eval()
