@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from downstream.errors import DownstreamInputError
 from downstream.metrics import CLS_ACCURACY, classification_accuracy
 from downstream.protocol import BestOnTest
 from downstream.training import SELECTION_POLICIES, load_images, resolve_device
+from downstream.weights import file_digest, read_state_dict
 
 SKIPPED = "skipped"
 
@@ -81,35 +81,6 @@ class ClassifierConfig:
                 f"classifier.weights={self.weights}: file not found; give a resnet34 state dict "
                 "(.safetensors or .pth) or leave it empty for random initialisation"
             )
-
-
-def file_digest(path: str | Path) -> str:
-    """``<file name> sha256:<first 16 hex digits>``: how a weights file is recorded with results."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return f"{Path(path).name} sha256:{sha.hexdigest()[:16]}"
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``: no unpickling of code)."""
-    path = Path(path).expanduser()
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
-        raise DownstreamInputError(
-            f"{path}: not a readable weights file ({exc.__class__.__name__})"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DownstreamInputError(f"{path}: expected a state dict of tensors")
-    return state
 
 
 def load_backbone_weights(

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from downstream.classifier import file_digest, read_state_dict
 from downstream.errors import DownstreamInputError
 from downstream.evaluation import HeldOutSplit
 from downstream.training import load_images, resolve_device
+from downstream.weights import file_digest, read_state_dict
 
 DETECTORS = ("patchcore", "padim")
 RANDOM, EFFICIENTNET_LITE0 = "random", "offline-imagenet-efficientnet-lite0"

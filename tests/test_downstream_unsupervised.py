@@ -51,6 +51,25 @@ def test_patchcore_with_offline_imagenet_backbone_detects_the_nut_defects(nut_ro
     assert result["metrics"][M.IMAGE_AUROC] > 0.95 and result["metrics"][M.PIXEL_AUROC] > 0.98
 
 
+def test_backbone_weights_from_a_local_file_are_loaded_and_recorded(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from downstream.unsupervised import _build_model
+
+    source = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.safetensors"
+    save_file(source.state_dict(), str(path))
+    config = DetectorConfig(name="padim", backbone_weights=str(path))
+    extractor = _build_model(config).feature_extractor.feature_extractor
+    assert torch.equal(extractor.conv1.weight, source.conv1.weight)
+    assert config.weights_label.startswith("resnet18.safetensors sha256:")
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DownstreamInputError, match="not a readable weights file"):
+        _build_model(DetectorConfig(name="padim", backbone_weights=str(tmp_path / "broken.safetensors")))
+
+
 def test_detector_config_errors():
     with pytest.raises(DownstreamInputError, match="needs backbone: tf_efficientnet_lite0"):
         DetectorConfig(backbone_weights=EFFICIENTNET_LITE0)
