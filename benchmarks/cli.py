@@ -18,7 +18,7 @@ from downstream.errors import DownstreamInputError
 from generation.errors import GenerationInputError
 
 USER_ERRORS = (UserError, GenerationInputError, DownstreamInputError)
-COMMANDS = ("run", "data", "generators", "score")
+COMMANDS = ("run", "data", "generators", "generate", "report", "check", "score")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,7 +47,9 @@ class DataConfig:
 class GenerationConfig:
     """Which generators run and how many pairs each writes."""
 
-    generators: list[str] = field(default_factory=lambda: ["real-fewshot"])
+    generators: list[str] = field(default_factory=list)
+    # Reference rows every table carries (run first; see README "Reference rows").
+    reference: list[str] = field(default_factory=lambda: ["real-fewshot"])
     n_per_defect: int = 500
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
 
@@ -66,6 +69,15 @@ class EvaluationConfig:
 
 
 @dataclass
+class RunnerConfig:
+    """Where the jobs run."""
+
+    backend: str = "serial"  # serial | dask
+    scheduler: str | None = None  # dask scheduler address; None starts a LocalCluster
+    n_workers: int | None = None  # LocalCluster workers; None: one per GPU, else per CPU slot
+
+
+@dataclass
 class RunConfig:
     """One benchmark run: a grid of categories x generators x seeds."""
 
@@ -77,6 +89,7 @@ class RunConfig:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
 
 
 def list_presets() -> list[str]:
@@ -187,11 +200,18 @@ def load_config(name_or_path: str | Path = "quick", overrides: list[str] | None 
 
 
 def validate_paths(config: RunConfig) -> None:
-    """Paths named by the config must exist."""
-    if config.data.root is not None and not Path(config.data.root).expanduser().is_dir():
+    """Paths named by the config must exist (``$VARS`` and ``~`` are expanded first)."""
+    root = config.data.root
+    if root is None:
+        return
+    expanded = os.path.expanduser(os.path.expandvars(root))
+    if "$" in expanded:
         raise ConfigError(
-            f"data.root: {config.data.root} does not exist; point it at an MVTec-AD-layout folder"
+            f"data.root: {root} names an unset environment variable; export it or pass --dataset DIR"
         )
+    if not Path(expanded).is_dir():
+        raise ConfigError(f"data.root: {root} does not exist; point it at an MVTec-AD-layout folder")
+    config.data.root = expanded
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:

@@ -7,20 +7,17 @@ run folder, so the runner can skip the stages whose outputs exist.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from benchmarks.config import RunConfig, flatten
+from benchmarks.config import RunConfig
 from benchmarks.data.mvtec import list_categories, read_category
 from benchmarks.data.splits import SplitManifest, make_split
 from benchmarks.data.synth import CATEGORIES, embedded_dataset
-from benchmarks.provenance import git_sha, package_versions, utc_now
 from downstream.classifier import run_classification
 from downstream.evaluation import HeldOutSplit
 from downstream.protocol import run_segmentation
@@ -170,49 +167,3 @@ def detector_stage(
         seed=seed,
         progress=progress,
     )
-
-
-def cell_id(category: str, generator: str, seed: int) -> str:
-    """File-name-safe identifier of a cell."""
-    return f"{generator}__{category}__seed{seed}"
-
-
-def run_cell(
-    config: RunConfig,
-    root: Path,
-    category: str,
-    generator: str,
-    seed: int,
-    run_dir: Path,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run one cell end to end and write its raw result JSON; returns the result."""
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    manifest = split_stage(root, category, config.data.split, run_dir)
-    timings["split_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    gen_root = generate_stage(
-        config, manifest, generator, seed, run_dir / "generated" / f"{generator}__seed{seed}", progress
-    )
-    timings["generate_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    segmentation = segmentation_stage(config, manifest, gen_root, seed, progress)
-    timings["segmentation_s"] = time.perf_counter() - t0
-
-    result = {
-        "cell": {"dataset": str(root), "category": category, "generator": generator, "seed": seed},
-        "metrics": segmentation["metrics"],
-        "selection": segmentation["selection"],
-        "selected_epoch": segmentation["selected_epoch"],
-        "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count},
-        "config": flatten(dataclasses.asdict(config)),
-        "versions": package_versions(),
-        "git_sha": git_sha(),
-        "finished_at": utc_now(),
-        "timings": timings,
-    }
-    write_json(run_dir / "raw" / f"{cell_id(category, generator, seed)}.json", result)
-    return result

@@ -47,3 +47,14 @@ def test_flatten_uses_dotted_keys():
     flat = flatten(load_config("quick"))
     assert flat["segmenter.epochs"] == load_config("quick").segmenter.epochs
     assert "data.split" in flat
+
+
+def test_paper_preset_needs_its_dataset(monkeypatch, tmp_path):
+    monkeypatch.delenv("MVTEC_AD", raising=False)
+    with pytest.raises(ConfigError, match="unset environment variable"):
+        load_config("paper-mvtec")
+    monkeypatch.setenv("MVTEC_AD", str(tmp_path))
+    cfg = load_config("paper-mvtec")
+    assert cfg.data.root == str(tmp_path)
+    assert (cfg.segmenter.image_size, cfg.segmenter.base_width, cfg.segmenter.epochs) == (256, 64, 200)
+    assert cfg.generation.n_per_defect == 500 and cfg.segmenter.selection == "last-epoch"

@@ -16,14 +16,15 @@ def test_run_end_to_end_on_a_tiny_configuration(tmp_path, nut_root, capsys):
     out = capsys.readouterr().out
     assert "image_auroc" in out and "pixel_auroc" in out and "nut" in out
 
-    result = json.loads((run_dir / "raw" / "real-fewshot__nut__seed0.json").read_text())
+    (result_file,) = (run_dir / "raw" / "downstream").glob("real-fewshot__nut__all__seed0__*.json")
+    result = json.loads(result_file.read_text())
     assert set(result) >= {"cell", "metrics", "config", "versions", "git_sha", "timings", "split"}
     assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
     assert result["config"]["segmenter.epochs"] == 1
     assert result["versions"]["torch"].startswith("2.14.1")
     assert result["split"] == {"preset": "strict", "overlap_count": 0}
 
-    generated = run_dir / "generated" / "real-fewshot__seed0"
+    (generated,) = (run_dir / "generated").glob("real-fewshot__seed0__*")
     lines = (generated / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 3 * 4  # three defect types x n_per_defect
     record = json.loads(lines[0])
@@ -34,3 +35,27 @@ def test_run_end_to_end_on_a_tiny_configuration(tmp_path, nut_root, capsys):
 def test_run_with_a_bad_dataset_exits_2(tmp_path, capsys):
     assert main(["run", "--dataset", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "data.root" in capsys.readouterr().err
+
+
+def test_generate_command_writes_a_resumable_set(tmp_path, nut_root, capsys):
+    out = tmp_path / "gen"
+    args = [
+        "generate",
+        "--generator",
+        "real-fewshot",
+        "--dataset",
+        str(nut_root),
+        "--out",
+        str(out),
+        "-n",
+        "3",
+    ]
+    assert main(args) == 0
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 9
+    assert main(args) == 0  # rerun: everything exists, nothing is written twice
+    assert (out / "manifest.jsonl").read_text().splitlines() == lines
+    assert (out / "splits" / "nut.strict.json").exists()
+    assert main([*args[:-2], "-n", "0"]) == 2
+    assert main([*args, "--option", "colour=red"]) == 2
+    assert "unknown option(s) colour" in capsys.readouterr().err

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from benchmarks.config import list_presets, load_config
-from benchmarks.pipeline import categories, dataset_root, run_cell
+from benchmarks.pipeline import categories, dataset_root
 from benchmarks.provenance import utc_now
+from benchmarks.runner.backends import make_backend, run_grid
+from benchmarks.runner.grid import expand_grid
+from benchmarks.runner.jobs import DOWNSTREAM
 from benchmarks.tables import format_table
 
 
@@ -21,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", help="MVTec-AD-layout folder (overrides data.root)")
     p.add_argument("--out", type=Path, help="run folder (default: <output_dir>/<name>)")
+    p.add_argument("--backend", choices=["serial", "dask"], help="overrides runner.backend")
+    p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); implies --backend dask")
+    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per GPU or CPU slot)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set segmenter.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -28,24 +33,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run every cell of the grid and print the per-category table."""
+    """Run the grid (resuming where a previous run stopped) and print the per-category table."""
     overrides = list(args.overrides)
     if args.dataset:
         overrides.append(f"data.root={args.dataset}")
+    if args.scheduler:
+        overrides += ["runner.backend=dask", f"runner.scheduler={args.scheduler}"]
+    if args.backend:
+        overrides.append(f"runner.backend={args.backend}")
+    if args.workers:
+        overrides.append(f"runner.n_workers={args.workers}")
     config = load_config(args.preset, overrides)
     run_dir = args.out or Path(config.output_dir) / config.name
     root = dataset_root(config)
-    cells = [
-        (c, g, s)
-        for c in categories(config, root)
-        for g in config.generation.generators
-        for s in config.seeds
-    ]
-    print(f"{utc_now()} run {config.name!r}: {len(cells)} cells on {root} -> {run_dir}")
+    jobs = expand_grid(config, root, run_dir, categories(config, root))
+    backend = make_backend(
+        config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
+    )
+    print(
+        f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} -> {run_dir} ({backend.name} backend)"
+    )
+    summary = run_grid(jobs, backend, progress=not args.no_progress)
+
     rows = []
-    for category, generator, seed in tqdm(cells, desc="grid", unit="cell", disable=args.no_progress):
-        result = run_cell(config, root, category, generator, seed, run_dir, progress=not args.no_progress)
-        rows.append({"category": category, "generator": generator, "seed": seed, **result["metrics"]})
-    print(format_table(rows, ["category", "generator", "seed", "image_auroc", "pixel_auroc"]))
-    print(f"raw results: {run_dir / 'raw'}")
-    return 0
+    for job in jobs:
+        if job.key.stage == DOWNSTREAM and job.done():
+            result = json.loads(job.result_path.read_text())
+            rows.append({"category": job.key.category, "generator": job.key.generator, "seed": job.key.seed,
+                         **result["metrics"]})  # fmt: skip
+    if rows:
+        print(format_table(rows, ["category", "generator", "seed", "image_auroc", "pixel_auroc"]))
+    print(
+        f"{summary.count('done')} jobs run, {summary.count('skipped')} already done, "
+        f"{len(summary.failures)} failed or blocked, in {summary.seconds:.0f} s; "
+        f"raw results: {run_dir / 'raw'}"
+    )
+    for outcome in summary.failures:
+        print(f"{outcome.status}: {outcome.key.label()}: {outcome.error}")
+    return 1 if summary.failures else 0

@@ -1,0 +1,65 @@
+"""``anobench check RUN_DIR --baseline FILE``: the CI regression gate (exit 1 on a regression)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.gate import GateRow, compare, write_baseline
+from benchmarks.tables import format_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``check`` sub-command."""
+    p = subparsers.add_parser("check", help="compare a run with a baseline; exit 1 when a metric regressed")
+    p.add_argument("run_dir", type=Path, help="a run folder (holds raw/)")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=Path("results/baseline/quick.json"),
+        help="baseline JSON (default: %(default)s)",
+    )
+    p.add_argument("--write-baseline", type=Path, metavar="FILE", help="write FILE from this run instead")
+    p.add_argument("--preset", default="quick", help="preset name recorded with --write-baseline")
+    p.add_argument(
+        "--tolerance", action="append", default=[], metavar="METRIC=TOL",
+        help="tolerance recorded with --write-baseline, e.g. pixel_ap=0.1 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(handler=run)
+
+
+def _status(row: GateRow) -> str:
+    if row.passed:
+        return "ok"
+    return "MISSING" if row.value is None else "REGRESSED"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare (or write) and print every metric with its status."""
+    if args.write_baseline:
+        tolerances = {k: float(v) for k, v in (t.split("=", 1) for t in args.tolerance)}
+        path = write_baseline(args.run_dir, args.write_baseline, args.preset, tolerances)
+        print(f"wrote baseline {path}")
+        return 0
+    rows = compare(args.run_dir, args.baseline)
+    failed = [r for r in rows if not r.passed]
+    if args.json:
+        print(json.dumps([{**r.__dict__, "passed": r.passed} for r in rows], indent=2))
+    else:
+        table = [
+            {"metric": r.key, "baseline": r.baseline, "run": r.value, "delta": r.delta,
+             "tolerance": r.tolerance, "status": _status(r)}
+            for r in rows
+        ]  # fmt: skip
+        print(format_table(table))
+    print(f"{len(rows) - len(failed)} of {len(rows)} metrics within tolerance of {args.baseline}")
+    for r in failed:
+        what = (
+            "missing from the run"
+            if r.value is None
+            else f"{r.value:.4f} vs {r.baseline:.4f} (tol {r.tolerance})"
+        )
+        print(f"regression: {r.key}: {what}")
+    return 1 if failed else 0

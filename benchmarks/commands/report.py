@@ -1,0 +1,23 @@
+"""``anobench report RUN_DIR``: tables (Markdown, CSV, LaTeX), figures and a report page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks.report.page import render_report
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``report`` sub-command."""
+    p = subparsers.add_parser("report", help="render tables and figures of a run from its raw JSON")
+    p.add_argument("run_dir", type=Path, help="a run folder (holds raw/)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Render and print where the page is."""
+    page = render_report(args.run_dir, args.out)
+    print(f"report: {page}")
+    return 0

@@ -1,0 +1,159 @@
+"""Few-shot split presets and the JSON split manifest.
+
+For each defect type with N real anomalies (sorted by file index):
+
+* ``strict``: the first floor(N/3) train the generator; the rest, plus all ``test/good``, are the
+  test set. No image is in both (checked; an overlap is an error).
+* ``dualanodiff-official``: the released DualAnoDiff training code's rounding, n = N//3, plus one
+  if n % 3 != 0; the evaluation still starts at index N//3, so one image can be in both sets.
+  The overlap is listed in the manifest and reported.
+
+Example:
+    >>> from benchmarks.data.splits import fewshot_count
+    >>> fewshot_count(22, "strict"), fewshot_count(22, "dualanodiff-official")
+    (7, 8)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks.data.mvtec import CategoryData, DefectSample
+from benchmarks.errors import UserError
+
+SPLIT_PRESETS = ("strict", "dualanodiff-official")
+
+
+def fewshot_count(n_total: int, preset: str) -> int:
+    """How many of ``n_total`` anomalies train the generator under ``preset``."""
+    n = n_total // 3
+    if preset == "strict":
+        return n
+    if preset == "dualanodiff-official":
+        return n + 1 if n % 3 != 0 else n
+    raise UserError(f"unknown split preset {preset!r}; choose one of: {', '.join(SPLIT_PRESETS)}")
+
+
+def first_test_index(n_total: int) -> int:
+    """Index of the first test anomaly (both presets: floor(N/3), as the reference evaluation)."""
+    return n_total // 3
+
+
+@dataclass
+class DefectSplit:
+    """The split of one defect type; paths are relative to the dataset root."""
+
+    n_total: int
+    fewshot: list[dict[str, str]]
+    test: list[dict[str, str]]
+    overlap: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SplitManifest:
+    """Which files play which role for one category under one preset."""
+
+    preset: str
+    dataset: str
+    category: str
+    train_good: list[str]
+    test_good: list[str]
+    defects: dict[str, DefectSplit]
+
+    @property
+    def overlap_count(self) -> int:
+        """Number of anomalies that are both few-shot (generator training) and test images."""
+        return sum(len(d.overlap) for d in self.defects.values())
+
+    def to_json(self) -> str:
+        """Serialise (with the overlap count, for readers of the file)."""
+        payload = asdict(self)
+        payload["overlap_count"] = self.overlap_count
+        return json.dumps(payload, indent=2)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the manifest as JSON (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> SplitManifest:
+        """Load a manifest written by :meth:`write`."""
+        payload = json.loads(Path(path).read_text())
+        payload.pop("overlap_count", None)
+        payload["defects"] = {k: DefectSplit(**v) for k, v in payload["defects"].items()}
+        return cls(**payload)
+
+    def absolute(self, relative: str) -> Path:
+        """Absolute path of a manifest entry."""
+        return Path(self.dataset) / relative
+
+    def fewshot_samples(self) -> dict[str, list[tuple[Path, Path]]]:
+        """Few-shot (image, mask) paths per defect type."""
+        return {
+            d: [(self.absolute(s["image"]), self.absolute(s["mask"])) for s in split.fewshot]
+            for d, split in self.defects.items()
+        }
+
+    def test_samples(self) -> dict[str, list[tuple[Path, Path]]]:
+        """Held-out test (image, mask) paths per defect type."""
+        return {
+            d: [(self.absolute(s["image"]), self.absolute(s["mask"])) for s in split.test]
+            for d, split in self.defects.items()
+        }
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _entry(sample: DefectSample, root: Path) -> dict[str, str]:
+    return {"image": _rel(sample.image, root), "mask": _rel(sample.mask, root)}
+
+
+def make_split(category: CategoryData, preset: str = "strict") -> SplitManifest:
+    """Split one category; raises :class:`UserError` if ``strict`` would overlap."""
+    root = category.root.resolve()
+    defects = {}
+    for name, samples in category.defects.items():
+        samples = [DefectSample(s.image.resolve(), s.mask.resolve(), s.defect) for s in samples]
+        n_train, start = fewshot_count(len(samples), preset), first_test_index(len(samples))
+        fewshot, test = samples[:n_train], samples[start:]
+        if not fewshot:
+            raise UserError(
+                f"{category.path / 'test' / name}: {len(samples)} anomalies give no few-shot image under "
+                f"split {preset!r}; a defect type needs at least 3 images"
+            )
+        overlap = sorted({_rel(s.image, root) for s in fewshot} & {_rel(s.image, root) for s in test})
+        defects[name] = DefectSplit(
+            n_total=len(samples),
+            fewshot=[_entry(s, root) for s in fewshot],
+            test=[_entry(s, root) for s in test],
+            overlap=overlap,
+        )
+    manifest = SplitManifest(
+        preset=preset,
+        dataset=str(root),
+        category=category.name,
+        train_good=[_rel(p.resolve(), root) for p in category.train_good],
+        test_good=[_rel(p.resolve(), root) for p in category.test_good],
+        defects=defects,
+    )
+    check_overlap(manifest)
+    return manifest
+
+
+def check_overlap(manifest: SplitManifest) -> None:
+    """Fail loudly when a preset that promises disjoint sets (``strict``) has an overlap."""
+    if manifest.preset == "strict" and manifest.overlap_count:
+        files = [f for d in manifest.defects.values() for f in d.overlap]
+        raise UserError(
+            f"split 'strict' of {manifest.category}: {len(files)} image(s) both train the generator "
+            f"and are tested: {', '.join(files)}"
+        )

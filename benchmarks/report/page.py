@@ -1,0 +1,65 @@
+"""``anobench report``: render every table and figure of a run and a Markdown page linking them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.report.collect import collect_results
+from benchmarks.report.figures import category_bars
+from benchmarks.report.tables import (
+    BEST_ON_TEST_MARK,
+    METRIC_GROUPS,
+    metric_table,
+    paper_table,
+    summary_table,
+    to_markdown,
+    write_table,
+)
+
+
+def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write ``<out>/report.md`` plus ``tables/`` (md, csv, tex) and ``figures/``; return the page path."""
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    frame = collect_results(run_dir)
+    lines = [
+        f"# Benchmark report: {run_dir.name}",
+        "",
+        f"Rendered from {frame['path'].nunique()} raw result files under `{run_dir / 'raw'}`. "
+        f"Cells are mean ± std over seeds; `Average` averages over categories within each seed first. "
+        f"{BEST_ON_TEST_MARK} marks results whose checkpoint was selected on the test set (`best-on-test`, "
+        f"reproduction only).",
+        "",
+        "## Summary (averaged over categories)",
+        "",
+        to_markdown(summary_table(frame)),
+        "",
+    ]
+    write_table(summary_table(frame), out / "tables" / "summary", "Summary over categories")
+    for group, metrics in METRIC_GROUPS.items():
+        present = [m for m in metrics if m in set(frame["metric"])]
+        if not present:
+            continue
+        lines += [f"## {group.capitalize()}", ""]
+        for metric in present:
+            shown, _ = metric_table(frame, metric)
+            write_table(shown, out / "tables" / f"{group}_{metric}", f"{metric} per category")
+            figure = category_bars(frame, metric, out / "figures" / f"bars_{metric}.png")
+            lines += [f"### {metric}", "", to_markdown(shown), ""]
+            if figure:
+                lines += [f"![{metric} per category]({figure.relative_to(out).as_posix()})", ""]
+    paper = paper_table()
+    write_table(paper, out / "tables" / "paper_reported", "Published numbers (results/paper_reported.csv)")
+    lines += [
+        "## Published numbers (MVTec AD, side by side)",
+        "",
+        "From `results/paper_reported.csv`, each value with its source and a trust mark there. "
+        "Compare only with runs on MVTec AD under the same protocol.",
+        "",
+        to_markdown(paper),
+        "",
+    ]
+    page = out / "report.md"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("\n".join(lines))
+    return page

@@ -1,0 +1,104 @@
+"""Tables in the papers' shape, rendered from the collected raw results.
+
+* per metric: rows are categories plus ``Average``, columns are generators, cells ``mean ± std``
+  over seeds (the average row first averages over categories within a seed);
+* a summary: rows are generators, columns the metrics averaged over categories;
+* the published numbers from ``results/paper_reported.csv``, side by side, labelled.
+
+Results selected with ``best-on-test`` carry a dagger (``†``) in every table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRIC_GROUPS: dict[str, list[str]] = {
+    "generation": ["is", "ic_lpips", "kid"],
+    "detection": ["image_auroc", "image_ap", "image_f1max"],
+    "localization": ["pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"],
+    "classification": ["cls_accuracy"],
+}
+BEST_ON_TEST_MARK = "†"
+AVERAGE = "Average"
+PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper_reported.csv"
+
+
+def _label_generators(frame: pd.DataFrame) -> pd.DataFrame:
+    marked = set(frame.loc[frame["selection"] == "best-on-test", "generator"])
+    frame = frame.copy()
+    frame["generator"] = [f"{g}{BEST_ON_TEST_MARK}" if g in marked else g for g in frame["generator"]]
+    return frame
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float, int]:
+    arr = values.to_numpy(dtype=float)
+    std = float(np.std(arr, ddof=1)) if len(arr) > 1 else 0.0
+    return float(np.mean(arr)), std, len(arr)
+
+
+def _format(mean: float, std: float, n: int, digits: int = 3) -> str:
+    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def metric_table(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display table of "mean ± std" strings, numeric table of means) for one metric."""
+    data = _label_generators(frame[frame["metric"] == metric])
+    if data.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    generators = list(dict.fromkeys(data["generator"]))
+    categories = sorted(data["category"].unique())
+    shown = pd.DataFrame(index=[*categories, AVERAGE], columns=generators, dtype=object)
+    means = pd.DataFrame(index=[*categories, AVERAGE], columns=generators, dtype=float)
+    for generator, rows in data.groupby("generator", sort=False):
+        for category, cell in rows.groupby("category"):
+            m, s, n = _mean_std(cell["value"])
+            shown.loc[category, generator], means.loc[category, generator] = _format(m, s, n), m
+        per_seed = rows.groupby("seed")["value"].mean()  # average over categories within each seed
+        m, s, n = _mean_std(per_seed)
+        shown.loc[AVERAGE, generator], means.loc[AVERAGE, generator] = _format(m, s, n), m
+    return shown.fillna("-"), means
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Generators x metrics, each averaged over categories (mean ± std over seeds)."""
+    data = _label_generators(frame)
+    metrics = [m for group in METRIC_GROUPS.values() for m in group if m in set(data["metric"])]
+    out = pd.DataFrame(index=list(dict.fromkeys(data["generator"])), columns=metrics, dtype=object)
+    for (generator, metric), rows in data[data["metric"].isin(metrics)].groupby(["generator", "metric"]):
+        m, s, n = _mean_std(rows.groupby("seed")["value"].mean())
+        out.loc[generator, metric] = _format(m, s, n)
+    return out.fillna("-")
+
+
+def paper_table(path: str | Path = PAPER_CSV) -> pd.DataFrame:
+    """Published averages (category ``mean``), methods x metrics, with sources kept in the CSV."""
+    paper = pd.read_csv(path)
+    averages = paper[paper["category"] == "mean"]
+    table = averages.pivot_table(index=["method", "dataset", "reported_by"], columns="metric", values="value",
+                                 aggfunc="first")  # fmt: skip
+    order = [m for group in METRIC_GROUPS.values() for m in group if m in table.columns]
+    return table[order].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (index as the first column)."""
+    index_name = " / ".join(str(n) for n in table.index.names if n) or ""
+    header = [index_name, *map(str, table.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
+    for idx, row in table.iterrows():
+        label = " / ".join(map(str, idx)) if isinstance(idx, tuple) else str(idx)
+        lines.append("| " + " | ".join([label, *map(str, row.tolist())]) + " |")
+    return "\n".join(lines)
+
+
+def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
+    """Write ``table`` as Markdown, CSV and LaTeX next to each other."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")]
+    paths[0].write_text(f"**{caption}**\n\n{to_markdown(table)}\n")
+    table.to_csv(paths[1])
+    paths[2].write_text(table.to_latex(caption=caption, escape=True))
+    return paths

@@ -1,0 +1,1 @@
+"""The benchmark runner: jobs (keyed, idempotent), the grid that expands a config, and backends."""

@@ -1,0 +1,180 @@
+"""Jobs: one stage of one grid cell, idempotent and keyed.
+
+A job is keyed by (stage, generator, category, defect, seed, config hash). Its result is one JSON
+file under ``<run>/raw/<stage>/``; a job whose result file exists is skipped, and every write is
+atomic (temporary file, then rename), so a killed run loses only the jobs in flight and a rerun
+of the same command completes the grid.
+
+Stages: ``generate`` (fit + sample, writes the generated set) -> ``downstream`` (segmenter on the
+generated pairs, scored on the real test split) and ``genmetrics`` (generation quality).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import RunConfig, flatten
+from benchmarks.pipeline import generate_stage, segmentation_stage, split_stage, write_json
+from benchmarks.provenance import git_sha, package_versions, utc_now
+from generation.base import config_hash
+
+GENERATE, DOWNSTREAM, GENMETRICS = "generate", "downstream", "genmetrics"
+STAGES = (GENERATE, DOWNSTREAM, GENMETRICS)
+
+
+@dataclass(frozen=True)
+class JobKey:
+    """What identifies a job's result."""
+
+    stage: str
+    generator: str
+    category: str
+    seed: int
+    config_hash: str
+    defect: str = "all"
+
+    @property
+    def name(self) -> str:
+        """File-name-safe identifier (also the result file's stem)."""
+        return f"{self.generator}__{self.category}__{self.defect}__seed{self.seed}__{self.config_hash}"
+
+    def label(self) -> str:
+        """Short human-readable label."""
+        return f"{self.stage} {self.generator}/{self.category} seed{self.seed}"
+
+
+@dataclass
+class Job:
+    """One unit of work: a key, its inputs and the keys it depends on."""
+
+    key: JobKey
+    config: RunConfig
+    dataset: Path
+    run_dir: Path
+    depends_on: list[JobKey] = field(default_factory=list)
+
+    @property
+    def result_path(self) -> Path:
+        """Where the job's result JSON lives."""
+        return result_path(self.run_dir, self.key)
+
+    def done(self) -> bool:
+        """True when the result file exists (the job is then skipped)."""
+        return self.result_path.exists()
+
+
+def result_path(run_dir: Path, key: JobKey) -> Path:
+    """The result JSON of ``key`` under ``run_dir``."""
+    return run_dir / "raw" / key.stage / f"{key.name}.json"
+
+
+def generated_dir(run_dir: Path, generator: str, seed: int, gen_hash: str) -> Path:
+    """The generated set of one (generator, seed, generation config)."""
+    return run_dir / "generated" / f"{generator}__seed{seed}__{gen_hash}"
+
+
+def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
+    """Hash of everything that changes the generated pairs."""
+    return config_hash(
+        {
+            "dataset": str(dataset),
+            "split": config.data.split,
+            "generator": generator,
+            "options": config.generation.options.get(generator, {}),
+            "n_per_defect": config.generation.n_per_defect,
+        }
+    )
+
+
+def downstream_hash(config: RunConfig, gen_hash: str) -> str:
+    """Hash of the generation hash and the downstream protocol."""
+    return config_hash(
+        {
+            "generation": gen_hash,
+            "segmenter": dataclasses.asdict(config.segmenter),
+            "pixel_f1": config.evaluation.pixel_f1,
+        }
+    )
+
+
+# ---------------------------------------------------------------- stage bodies
+def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
+    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    out = generated_dir(job.run_dir, job.key.generator, job.key.seed, job.key.config_hash)
+    generate_stage(job.config, manifest, job.key.generator, job.key.seed, out, progress=progress)
+    return {
+        "generated_dir": str(out),
+        "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count},
+    }
+
+
+def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
+    gen_key = job.depends_on[0]
+    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    gen_root = generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+    scores_dir = job.result_path.with_suffix("")  # <run>/raw/downstream/<job>/scores.npz
+    seg = segmentation_stage(
+        job.config, manifest, gen_root, job.key.seed, progress=progress, out_dir=scores_dir
+    )
+    return {
+        "metrics": seg["metrics"],
+        "selection": seg["selection"],
+        "selected_epoch": seg["selected_epoch"],
+        "per_defect": seg["per_defect"],
+        "history": seg["history"],
+        "scores_file": seg["scores_file"],
+        "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count},
+    }
+
+
+STAGE_BODIES: dict[str, Callable[[Job, bool], dict[str, Any]]] = {
+    GENERATE: _run_generate,
+    DOWNSTREAM: _run_downstream,
+}
+
+
+@dataclass
+class JobOutcome:
+    """What happened to a job."""
+
+    key: JobKey
+    status: str  # "done", "skipped" (result existed), "failed", "blocked" (a dependency failed)
+    seconds: float = 0.0
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def execute(job: Job, progress: bool = False) -> JobOutcome:
+    """Run one job unless its result exists; failures are returned, never raised."""
+    if job.done():
+        return JobOutcome(job.key, "skipped")
+    t0 = time.perf_counter()
+    try:
+        body = STAGE_BODIES[job.key.stage](job, progress)
+    except Exception as exc:  # noqa: BLE001 - collected and reported at the end of the run
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return JobOutcome(job.key, "failed", time.perf_counter() - t0, error=detail)
+    seconds = time.perf_counter() - t0
+    result = {
+        "key": dataclasses.asdict(job.key),
+        "cell": {
+            "dataset": str(job.dataset),
+            "category": job.key.category,
+            "generator": job.key.generator,
+            "seed": job.key.seed,
+        },
+        **body,
+        "config": flatten(job.config),
+        "versions": package_versions(),
+        "git_sha": git_sha(),
+        "finished_at": utc_now(),
+        "timings": {"seconds": seconds},
+    }
+    write_json(job.result_path, result)
+    return JobOutcome(job.key, "done", seconds, result=result)

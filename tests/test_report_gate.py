@@ -1,0 +1,124 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from benchmarks.report.collect import collect_results
+from benchmarks.report.page import render_report
+from benchmarks.report.tables import metric_table, summary_table
+
+
+def _write(
+    run_dir: Path, generator: str, category: str, seed: int, metrics: dict, selection="last-epoch", when="1"
+):
+    path = run_dir / "raw" / "downstream" / f"{generator}__{category}__all__seed{seed}__h.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "key": {"stage": "downstream", "generator": generator, "category": category, "seed": seed,
+                "config_hash": "h", "defect": "all"},
+        "cell": {"generator": generator, "category": category, "seed": seed},
+        "metrics": metrics, "selection": selection, "finished_at": when,
+    }  # fmt: skip
+    path.write_text(json.dumps(payload))
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    values = {("a", "nut", 0): 0.9, ("a", "nut", 1): 0.7, ("a", "brick", 0): 0.5, ("a", "brick", 1): 0.3,
+              ("b", "nut", 0): 0.6, ("b", "brick", 0): 0.4}  # fmt: skip
+    for (gen, cat, seed), v in values.items():
+        _write(
+            tmp_path,
+            gen,
+            cat,
+            seed,
+            {"image_auroc": v, "pixel_auroc": v / 2},
+            "best-on-test" if gen == "b" else "last-epoch",
+        )
+    return tmp_path
+
+
+def test_tables_are_mean_and_std_over_seeds(run_dir):
+    frame = collect_results(run_dir)
+    shown, means = metric_table(frame, "image_auroc")
+    assert shown.loc["nut", "a"] == "0.800 ± 0.141"  # mean(0.9, 0.7), sample std 0.1414
+    assert shown.loc["brick", "a"] == "0.400 ± 0.141"
+    # Average: per seed over categories (0.7, 0.5), then mean ± std over seeds
+    assert shown.loc["Average", "a"] == "0.600 ± 0.141"
+    assert means.loc["Average", "a"] == pytest.approx(0.6)
+    assert shown.loc["nut", "b†"] == "0.600"  # best-on-test is marked with a dagger, one seed: no std
+    assert summary_table(frame).loc["a", "pixel_auroc"] == "0.300 ± 0.071"
+
+
+def test_newest_result_wins_for_a_repeated_key(run_dir):
+    _write(run_dir, "a", "nut", 0, {"image_auroc": 0.1}, when="2")
+    path = run_dir / "raw" / "downstream" / "a__nut__all__seed0__h2.json"
+    (run_dir / "raw" / "downstream" / "a__nut__all__seed0__h.json").rename(path)
+    _write(run_dir, "a", "nut", 0, {"image_auroc": 0.9}, when="1")
+    frame = collect_results(run_dir)
+    rows = frame[
+        (frame.generator == "a")
+        & (frame.category == "nut")
+        & (frame.seed == 0)
+        & (frame.metric == "image_auroc")
+    ]
+    assert rows["value"].tolist() == [0.1]
+
+
+def test_report_writes_tables_figures_and_page(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    page = run_dir / "report" / "report.md"
+    text = page.read_text()
+    assert "image_auroc" in text and "†" in text and "Published numbers" in text
+    for ext in ("md", "csv", "tex"):
+        assert (run_dir / "report" / "tables" / f"detection_image_auroc.{ext}").exists()
+    assert "DualAnoDiff" in (run_dir / "report" / "tables" / "paper_reported.csv").read_text()
+    figure = run_dir / "report" / "figures" / "bars_image_auroc.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    assert "figures/bars_image_auroc.png" in text
+    assert render_report(run_dir, run_dir / "elsewhere").exists()
+
+
+def test_report_on_an_empty_run_is_a_user_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run `anobench run` first" in capsys.readouterr().err
+
+
+def test_gate_passes_within_tolerance_and_fails_on_regression(run_dir, tmp_path, capsys):
+    baseline = tmp_path / "baseline.json"
+    assert (
+        main(["check", str(run_dir), "--write-baseline", str(baseline), "--tolerance", "pixel_auroc=0.02"])
+        == 0
+    )
+    payload = json.loads(baseline.read_text())
+    assert payload["metrics"]["downstream/a/nut/image_auroc"] == pytest.approx(0.8)
+    assert payload["tolerances"] == {"default": 0.05, "pixel_auroc": 0.02}
+    assert main(["check", str(run_dir), "--baseline", str(baseline)]) == 0
+
+    _write(run_dir, "a", "nut", 1, {"image_auroc": 0.65, "pixel_auroc": 0.35})  # mean 0.775: -0.025, ok
+    assert main(["check", str(run_dir), "--baseline", str(baseline)]) == 0
+    _write(run_dir, "a", "nut", 1, {"image_auroc": 0.5, "pixel_auroc": 0.35})  # mean 0.70: -0.10, fails
+    capsys.readouterr()
+    assert main(["check", str(run_dir), "--baseline", str(baseline)]) == 1
+    out = capsys.readouterr().out
+    assert "regression: downstream/a/nut/image_auroc" in out and "REGRESSED" in out
+    assert "pixel_auroc" not in out.split("regression:")[1]
+
+
+def test_gate_fails_on_missing_metric_and_respects_lower_is_better(run_dir, tmp_path, capsys):
+    baseline = tmp_path / "b.json"
+    metrics = {
+        "downstream/a/nut/image_auroc": 0.8,
+        "downstream/z/nut/image_auroc": 0.5,
+        "downstream/a/nut/kid": 0.1,
+    }
+    baseline.write_text(json.dumps({"metrics": metrics}))
+    _write(run_dir, "a", "nut", 0, {"image_auroc": 0.9, "kid": 0.2})
+    _write(run_dir, "a", "nut", 1, {"image_auroc": 0.7, "kid": 0.2})
+    assert main(["check", str(run_dir), "--baseline", str(baseline)]) == 1
+    out = capsys.readouterr().out
+    assert "regression: downstream/z/nut/image_auroc: missing" in out
+    assert "regression: downstream/a/nut/kid" in out  # 0.2 vs 0.1: worse, because lower is better
+    assert "regression: downstream/a/nut/image_auroc" not in out
+    assert main(["check", str(run_dir), "--baseline", str(tmp_path / "none.json")]) == 2

@@ -1,0 +1,143 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from benchmarks.config import load_config
+from benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
+from benchmarks.runner.grid import expand_grid
+from benchmarks.runner.jobs import DOWNSTREAM, GENERATE
+from generation.base import Generator
+from generation.registry import _REGISTRY, register_generator
+
+TINY = [
+    "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=2",
+    "segmenter.samples_per_epoch=16", "segmenter.batch_size=8", "generation.n_per_defect=4",
+]  # fmt: skip
+
+
+def _tiny(*extra: str):
+    return load_config("quick", [*TINY, *extra])
+
+
+def _results(run_dir: Path, stage: str) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((run_dir / "raw" / stage).glob("*.json"))}
+
+
+def test_grid_expands_every_cell_with_dependencies(tmp_path):
+    config = _tiny(
+        "seeds=[0,1]", "generation.reference=[real-fewshot]", "generation.generators=[real-fewshot]"
+    )
+    jobs = expand_grid(config, tmp_path, tmp_path / "run", ["nut", "brick"])
+    assert len(jobs) == 1 * 2 * 2 * 2  # generators (deduplicated) x categories x seeds x stages
+    keys = {j.key for j in jobs}
+    assert len(keys) == len(jobs)
+    for job in jobs:
+        if job.key.stage == DOWNSTREAM:
+            (dep,) = job.depends_on
+            assert dep.stage == GENERATE and dep in keys
+            assert (dep.generator, dep.category, dep.seed) == (
+                job.key.generator,
+                job.key.category,
+                job.key.seed,
+            )
+
+
+def test_config_change_changes_the_key(tmp_path):
+    a = expand_grid(_tiny(), tmp_path, tmp_path, ["nut"])
+    b = expand_grid(_tiny("segmenter.epochs=3"), tmp_path, tmp_path, ["nut"])
+    assert a[0].key == b[0].key  # generation unchanged
+    assert a[1].key != b[1].key  # downstream protocol changed
+
+
+class _Broken(Generator):
+    """Always fails (for the failure-collection test)."""
+
+    def fit(self, fewshot):
+        raise RuntimeError("boom")
+
+    def sample(self, defect, n, seed):
+        raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def broken_generator():
+    register_generator("broken-test")(_Broken)
+    yield "broken-test"
+    _REGISTRY.pop("broken-test", None)
+
+
+def test_failures_are_collected_without_stopping_other_jobs(tmp_path, nut_root, broken_generator, capsys):
+    config = _tiny(f"data.root={nut_root}", f"generation.generators=[{broken_generator}]")
+    jobs = expand_grid(config, nut_root, tmp_path, ["nut"])
+    summary = run_grid(jobs, SerialBackend(), progress=False)
+    statuses = {(o.key.generator, o.key.stage): o.status for o in summary.outcomes}
+    assert statuses[("real-fewshot", GENERATE)] == statuses[("real-fewshot", DOWNSTREAM)] == "done"
+    assert statuses[(broken_generator, GENERATE)] == "failed"
+    assert statuses[(broken_generator, DOWNSTREAM)] == "blocked"
+    assert "boom" in summary.failures[0].error
+    # the CLI reports them at the end and exits 1
+    sets = [a for s in [*TINY, f"generation.generators=[{broken_generator}]"] for a in ("--set", s)]
+    code = main(["run", "--dataset", str(nut_root), "--out", str(tmp_path), "--no-progress", *sets])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "failed: generate broken-test/nut" in out and "1 already done" not in out
+
+
+def _cli(run_dir: Path, dataset: Path, *extra: str) -> list[str]:
+    sets = [a for s in [*TINY, "seeds=[0,1]"] for a in ("--set", s)]
+    return [sys.executable, "-m", "benchmarks.cli", "run", "--dataset", str(dataset), "--out", str(run_dir),
+            "--no-progress", *sets, *extra]  # fmt: skip
+
+
+def test_kill_9_then_rerun_completes_the_grid_with_the_same_numbers(tmp_path, nut_root):
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(reference, nut_root), check=True, capture_output=True, timeout=300)
+
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(_cli(interrupted, nut_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((interrupted / "raw" / DOWNSTREAM).glob("*.json")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: one downstream result exists, the rest is in flight
+    proc.wait()
+    assert len(_results(interrupted, DOWNSTREAM)) < 2, "the run finished before it could be killed"
+
+    subprocess.run(_cli(interrupted, nut_root), check=True, capture_output=True, timeout=300)
+    ref, got = _results(reference, DOWNSTREAM), _results(interrupted, DOWNSTREAM)
+    assert sorted(ref) == sorted(got) and len(got) == 2
+    for name in ref:
+        assert got[name]["metrics"] == pytest.approx(ref[name]["metrics"], abs=1e-6)
+    for manifest in (interrupted / "generated").glob("*/manifest.jsonl"):
+        records = [json.loads(line) for line in manifest.read_text().splitlines()]
+        keys = [(r["category"], r["defect"], r["index"]) for r in records]
+        assert len(keys) == len(set(keys)) == 3 * 4  # no lost and no duplicated pair
+    assert not list(interrupted.rglob("*.tmp"))
+
+
+def test_dask_local_cluster_runs_the_grid_like_serial(tmp_path, nut_root):
+    config = _tiny(f"data.root={nut_root}")
+    serial = run_grid(
+        expand_grid(config, nut_root, tmp_path / "serial", ["nut"]), SerialBackend(), progress=False
+    )
+    dask = run_grid(
+        expand_grid(config, nut_root, tmp_path / "dask", ["nut"]), DaskBackend(n_workers=2), progress=False
+    )
+    assert serial.count("done") == dask.count("done") == 2 and not dask.failures
+    a, b = _results(tmp_path / "serial", DOWNSTREAM), _results(tmp_path / "dask", DOWNSTREAM)
+    assert a.keys() == b.keys()
+    for name in a:  # workers run torch with one thread each, so training floats may differ slightly
+        assert b[name]["metrics"].keys() == a[name]["metrics"].keys()
+        assert all(0.0 <= v <= 1.0 for v in b[name]["metrics"].values())
+    # the deterministic part, the generated pairs, is byte-identical
+    (gen_a,), (gen_b,) = (list((tmp_path / run / "generated").iterdir()) for run in ("serial", "dask"))
+    files_a = sorted(p.relative_to(gen_a) for p in gen_a.rglob("*.png"))
+    assert files_a == sorted(p.relative_to(gen_b) for p in gen_b.rglob("*.png")) and files_a
+    assert all((gen_a / f).read_bytes() == (gen_b / f).read_bytes() for f in files_a)
