@@ -81,10 +81,3 @@ def predict_split(
     """The segmenter's anomaly maps and image scores on ``split``."""
     return predict_tensor(model, split.images, config.eval_batch_size, config.pool_kernel)
 
-
-def evaluate_segmenter(
-    model: DiscriminativeUNet, split: HeldOutSplit, config: SegmenterConfig, pixel_f1: str = "exact"
-) -> dict[str, float]:
-    """Metrics of a trained segmenter on the test split."""
-    maps, scores = predict_split(model, split, config)
-    return split.score(maps, scores, pixel_f1)
