@@ -80,4 +80,3 @@ def predict_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The segmenter's anomaly maps and image scores on ``split``."""
     return predict_tensor(model, split.images, config.eval_batch_size, config.pool_kernel)
-
