@@ -18,7 +18,8 @@ Definitions (``P`` positives, thresholds = every distinct score, predicted posit
   normal pixels of the split (good images and the background of anomalous ones). The curve is
   exact: one point per distinct score (no threshold sub-sampling), joined linearly, and linearly
   interpolated at FPR = 0.3. The MVTec reference script samples 100 thresholds at quantiles of the
-  normal pixels' scores instead, which approximates the same curve.
+  normal pixels' scores instead, which approximates the same curve; :func:`aupro_sampled`
+  reproduces it (differences are typically below 0.01).
 * ``cls_accuracy``: correct predictions over **all** test images.
 
 Example:
@@ -224,6 +225,36 @@ def aupro(
     """Normalised area under the PRO curve up to ``fpr_limit`` (1.0 = perfect localisation)."""
     fpr, pro = pro_curve(maps, masks, sorted_by)
     return area_to_limit(fpr, pro, fpr_limit) / fpr_limit
+
+
+def aupro_sampled(
+    maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 100, fpr_limit: float = AUPRO_FPR_LIMIT
+) -> float:
+    """AU-PRO as the MVTec (3D-)AD reference script computes it, for reproducing published numbers.
+
+    ``num_thresholds`` thresholds are taken at evenly spaced positions ``p`` of the sorted normal
+    pixel scores, with FPR = 1 - (p + 1) / n_normal (exact without ties) and PRO = mean over
+    regions of the fraction of the region's pixels scoring **above** the threshold; the points are
+    joined linearly from (1, 1) down. :func:`aupro` is the same curve without sub-sampling.
+    """
+    maps = np.asarray(maps)
+    regions, sizes = label_regions(masks)
+    flat_regions, scores = regions.ravel(), maps.ravel()
+    normal = np.sort(scores[flat_regions == 0])
+    if len(sizes) == 0 or len(normal) == 0:
+        raise DownstreamInputError("AU-PRO: needs anomalous regions and normal pixels")
+    positions = np.linspace(0, len(normal) - 1, num_thresholds).astype(np.int64)
+    anomalous = flat_regions > 0
+    region_of, region_scores = flat_regions[anomalous] - 1, scores[anomalous]
+    pro = np.array(
+        [
+            np.mean(np.bincount(region_of[region_scores > normal[p]], minlength=len(sizes)) / sizes)
+            for p in positions
+        ]
+    )
+    fpr = 1.0 - (positions + 1) / len(normal)
+    # ascending FPR, starting from the highest threshold; (1, 1) closes the curve as the reference does
+    return area_to_limit(np.r_[fpr[::-1], 1.0], np.r_[pro[::-1], 1.0], fpr_limit) / fpr_limit
 
 
 def classification_accuracy(

@@ -126,3 +126,35 @@ def test_selection_score_is_the_reference_sum():
     metrics = {key: 0.5 for key in M.SEGMENTATION_KEYS}
     metrics[M.IMAGE_AP] = 10.0  # not part of the criterion
     assert M.selection_score(metrics) == pytest.approx(2.0)
+
+
+def _reference_style_aupro(maps, masks, num_thresholds=100, limit=0.3):
+    """Independent loop version of the MVTec 3D-AD script's semantics (per-region objects, bisect)."""
+    from scipy import ndimage
+
+    ok_scores, regions = [], []
+    for amap, mask in zip(maps, masks, strict=True):
+        labeled, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        ok_scores.extend(amap[labeled == 0].tolist())
+        regions += [np.sort(amap[labeled == k]) for k in range(1, n + 1)]
+    ok_scores = np.sort(ok_scores)
+    fprs, pros = [1.0], [1.0]
+    for pos in np.linspace(0, len(ok_scores) - 1, num_thresholds).astype(int):
+        threshold = ok_scores[pos]
+        fprs.append(1.0 - (pos + 1) / len(ok_scores))
+        pros.append(np.mean([1.0 - np.searchsorted(r, threshold, side="right") / len(r) for r in regions]))
+    x, y = np.array(fprs[::-1]), np.array(pros[::-1])
+    i = np.searchsorted(x, limit)  # first point at or past the limit
+    y_limit = y[i - 1] + (y[i] - y[i - 1]) * (limit - x[i - 1]) / (x[i] - x[i - 1])
+    keep = x < limit
+    xs, ys = np.r_[x[keep], limit], np.r_[y[keep], y_limit]
+    return np.sum((ys[1:] + ys[:-1]) / 2 * np.diff(xs)) / limit
+
+
+def test_sampled_aupro_reproduces_the_reference_semantics_and_approximates_the_exact_curve():
+    rng = np.random.default_rng(4)
+    maps, masks, _ = _random_case(rng, n=8, size=48)
+    sampled = M.aupro_sampled(maps, masks)
+    assert sampled == pytest.approx(_reference_style_aupro(maps, masks), abs=1e-9)
+    assert sampled == pytest.approx(M.aupro(maps, masks), abs=0.01)
+    assert M.aupro_sampled(maps, masks, num_thresholds=5000) == pytest.approx(M.aupro(maps, masks), abs=1e-3)
