@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import keyword
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ from downstream.errors import DownstreamInputError
 from generation.errors import GenerationInputError
 
 USER_ERRORS = (UserError, GenerationInputError, DownstreamInputError)
-COMMANDS = ("run", "data", "generators", "generate", "report", "check", "score")
+COMMANDS = ("run", "data", "generators", "generate", "import", "inspect", "report", "check", "score")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"anobench {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"benchmarks.commands.{name}").register(subparsers)
+        module = f"{name}_" if keyword.iskeyword(name) else name  # `import` lives in import_.py
+        importlib.import_module(f"benchmarks.commands.{module}").register(subparsers)
     return parser
 
 

@@ -6,9 +6,15 @@ Layout::
     <root>/<category>/<defect>/mask/0000.png    binary mask (0/255)
     <root>/<category>/<defect>/fg/0000.png      anomaly part (optional, DualAnoDiff)
     <root>/manifest.jsonl                       one JSON line per pair
+    <root>/splits/                              optional: the split manifests used (not a category)
 
 Each manifest line: ``generator``, ``category``, ``defect``, ``index``, ``seed``, ``config_hash``,
-``image``, ``mask`` and ``fg`` (paths relative to the root; ``fg`` may be null).
+``image``, ``mask`` and ``fg`` (paths relative to the root; ``fg`` may be null). Imported sets have a
+null ``seed`` and add ``source`` (the original file) and ``mask_threshold`` (how soft masks were
+binarised).
+
+Masks are strictly binary (0/255) and the same size as their image; :func:`read_generated_set`
+checks both (``validate=True``) and reports every problem as one line naming the file and the fix.
 
 Example:
     >>> from generation.format import read_generated_set
@@ -32,6 +38,9 @@ from generation.errors import GenerationInputError
 
 MANIFEST = "manifest.jsonl"
 IMAGE_DIR, MASK_DIR, FG_DIR = "image", "mask", "fg"
+# Folders next to the categories that are not categories (``anobench generate`` keeps the split
+# manifests it used in ``splits/``).
+RESERVED_DIRS = ("splits",)
 
 
 def _file_name(index: int) -> str:
@@ -71,12 +80,42 @@ class GeneratedSetWriter:
 
     def write(self, category: str, defect: str, index: int, pair: GeneratedPair) -> dict[str, object]:
         """Write one pair (files first, then its manifest line) and return the manifest record."""
+        return self.write_arrays(category, defect, index, pair.image, pair.mask, fg=pair.fg, seed=pair.seed)
+
+    def write_arrays(
+        self,
+        category: str,
+        defect: str,
+        index: int,
+        image: np.ndarray,
+        mask: np.ndarray,
+        *,
+        fg: np.ndarray | None = None,
+        seed: int | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> dict[str, object]:
+        """Write one pair from arrays; ``seed`` is None for imported data, ``extra`` adds manifest keys.
+
+        Args:
+            category: category folder name.
+            defect: defect folder name.
+            index: pair number (file ``NNNN.png``).
+            image: H x W x 3 uint8.
+            mask: H x W bool (binarise soft masks before, e.g. ``soft >= 0.5``).
+            fg: optional H x W x 3 uint8 anomaly-part image.
+            seed: the pair's seed (None when unknown).
+            extra: additional JSON-serialisable manifest fields (e.g. ``source``).
+        """
+        if mask.dtype != bool:
+            raise TypeError(f"mask must be a bool array (binarise soft masks first), got {mask.dtype}")
+        if image.shape[:2] != mask.shape:
+            raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
         base = self.root / category / defect
         name = _file_name(index)
         rel = {}
-        outputs = [(IMAGE_DIR, pair.image), (MASK_DIR, (pair.mask.astype(np.uint8) * 255))]
-        if pair.fg is not None:
-            outputs.append((FG_DIR, pair.fg))
+        outputs = [(IMAGE_DIR, image), (MASK_DIR, mask.astype(np.uint8) * 255)]
+        if fg is not None:
+            outputs.append((FG_DIR, fg))
         for sub, array in outputs:
             (base / sub).mkdir(parents=True, exist_ok=True)
             _save_png(np.ascontiguousarray(array), base / sub / name)
@@ -86,11 +125,12 @@ class GeneratedSetWriter:
             "category": category,
             "defect": defect,
             "index": index,
-            "seed": int(pair.seed),
+            "seed": None if seed is None else int(seed),
             "config_hash": self.config_hash,
             "image": rel[IMAGE_DIR],
             "mask": rel[MASK_DIR],
             "fg": rel.get(FG_DIR),
+            **(extra or {}),
         }
         with open(self.root / MANIFEST, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -126,6 +166,77 @@ class GeneratedEntry:
     generator: str | None = None
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMPORT_HINT = "convert it with `anobench import --layout folder SRC --out DIR`"
+
+
+def _check_pair(image: Path, mask: Path) -> str | None:
+    """The problem with one (image, mask) pair on disk, or None: sizes must match, masks be 0/255."""
+    with Image.open(image) as a, Image.open(mask) as b:
+        if a.size != b.size:
+            return (
+                f"{mask}: mask is {b.size[0]}x{b.size[1]} but the image is {a.size[0]}x{a.size[1]}; "
+                "masks must match their images"
+            )
+        counts = np.bincount(np.asarray(b.convert("L")).ravel(), minlength=256)
+    other = np.flatnonzero(counts[1:255]) + 1  # grey levels other than 0 and 255 that occur
+    if other.size:
+        return (
+            f"{mask}: mask is not binary ({other.size} grey level(s) besides 0/255, e.g. {int(other[-1])}); "
+            f"binarise it at 0.5 (values >= 128 -> 255), e.g. {IMPORT_HINT} --mask-threshold 0.5"
+        )
+    return None
+
+
+def _read_defect(
+    defect_dir: Path, meta: dict[tuple[str, str, str], dict[str, object]], validate: bool, problems: list[str]
+) -> list[GeneratedEntry]:
+    cat, defect = defect_dir.parent.name, defect_dir.name
+    image_dir, mask_dir, fg_dir = (defect_dir / d for d in (IMAGE_DIR, MASK_DIR, FG_DIR))
+    if not image_dir.is_dir() or not mask_dir.is_dir():
+        problems.append(f"{defect_dir}: needs both {IMAGE_DIR}/ and {MASK_DIR}/ sub-folders")
+        return []
+    files = sorted(p for p in image_dir.iterdir() if not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() == ".png"]
+    foreign = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and p.suffix.lower() != ".png"]
+    if foreign:
+        problems.append(f"{foreign[0]}: {len(foreign)} non-PNG image(s); the format is PNG, {IMPORT_HINT}")
+    if not images:
+        if not foreign:
+            problems.append(f"{image_dir}: empty image folder; remove the defect folder or regenerate it")
+        return []
+    names = {p.name for p in images}
+    orphans = sorted(p.name for p in mask_dir.glob("*.png") if p.name not in names)
+    if orphans:
+        problems.append(
+            f"{mask_dir / orphans[0]}: {len(orphans)} mask(s) without an image of that name in {image_dir}"
+        )
+    entries = []
+    for image in images:
+        mask = mask_dir / image.name
+        if not mask.exists():
+            problems.append(f"{image}: no mask at {mask}; every image needs a mask of the same name")
+            continue
+        if validate and (problem := _check_pair(image, mask)):
+            problems.append(problem)
+            continue
+        fg = fg_dir / image.name
+        record = meta.get((cat, defect, f"{cat}/{defect}/{IMAGE_DIR}/{image.name}"), {})
+        entries.append(
+            GeneratedEntry(
+                category=cat,
+                defect=defect,
+                index=int(image.stem) if image.stem.isdigit() else len(entries),
+                image=image,
+                mask=mask,
+                fg=fg if fg.exists() else None,
+                seed=record.get("seed"),  # type: ignore[arg-type]
+                generator=record.get("generator"),  # type: ignore[arg-type]
+            )
+        )
+    return entries
+
+
 def read_generated_set(
     root: str | Path, category: str | None = None, *, validate: bool = True
 ) -> dict[tuple[str, str], list[GeneratedEntry]]:
@@ -134,9 +245,15 @@ def read_generated_set(
     The folder layout is the source of truth (so imported or hand-made sets without a manifest
     work); the manifest, when present, adds seeds and the generator name.
 
+    Args:
+        root: the generated set's folder (holds ``<category>/`` folders and ``manifest.jsonl``).
+        category: read only this category.
+        validate: open every pair and check that the mask has the image's size and is binary (0/255).
+
     Raises:
-        GenerationInputError: a missing folder, an image without its mask, an empty folder or,
-            with ``validate``, a mask whose size differs from its image.
+        GenerationInputError: one line per problem: a missing folder, an image without its mask
+            (or a mask without its image), non-PNG files, an empty folder and, with ``validate``,
+            a mask whose size differs from its image or that is not binary.
     """
     root = Path(root)
     if not root.is_dir():
@@ -145,53 +262,28 @@ def read_generated_set(
     if (root / MANIFEST).exists():
         for record in _read_manifest_lines(root / MANIFEST):
             meta[(str(record["category"]), str(record["defect"]), str(record["image"]))] = record
-    categories = [category] if category else sorted(p.name for p in root.iterdir() if p.is_dir())
+    categories = (
+        [category]
+        if category
+        else sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and p.name not in RESERVED_DIRS and not p.name.startswith(".")
+        )
+    )
     out: dict[tuple[str, str], list[GeneratedEntry]] = {}
     problems: list[str] = []
     for cat in categories:
         cat_dir = root / cat
         if not cat_dir.is_dir():
             raise GenerationInputError(f"{cat_dir}: no generated pairs for category {cat!r}")
-        for defect_dir in sorted(p for p in cat_dir.iterdir() if p.is_dir()):
-            image_dir, mask_dir, fg_dir = (defect_dir / d for d in (IMAGE_DIR, MASK_DIR, FG_DIR))
-            if not image_dir.is_dir() or not mask_dir.is_dir():
-                problems.append(f"{defect_dir}: needs both {IMAGE_DIR}/ and {MASK_DIR}/ sub-folders")
-                continue
-            images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() == ".png")
-            if not images:
-                problems.append(f"{image_dir}: empty image folder; remove the defect folder or regenerate it")
-                continue
-            entries = []
-            for image in images:
-                mask = mask_dir / image.name
-                if not mask.exists():
-                    problems.append(f"{image}: no mask at {mask}; every image needs a mask of the same name")
-                    continue
-                if validate:
-                    with Image.open(image) as a, Image.open(mask) as b:
-                        if a.size != b.size:
-                            problems.append(
-                                f"{mask}: mask is {b.size[0]}x{b.size[1]} but the image is "
-                                f"{a.size[0]}x{a.size[1]}; masks must match their images"
-                            )
-                            continue
-                fg = fg_dir / image.name
-                record = meta.get(
-                    (cat, defect_dir.name, f"{cat}/{defect_dir.name}/{IMAGE_DIR}/{image.name}"), {}
-                )
-                entries.append(
-                    GeneratedEntry(
-                        category=cat,
-                        defect=defect_dir.name,
-                        index=int(image.stem) if image.stem.isdigit() else len(entries),
-                        image=image,
-                        mask=mask,
-                        fg=fg if fg.exists() else None,
-                        seed=record.get("seed"),  # type: ignore[arg-type]
-                        generator=record.get("generator"),  # type: ignore[arg-type]
-                    )
-                )
-            out[(cat, defect_dir.name)] = entries
+        defect_dirs = sorted(p for p in cat_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not defect_dirs:
+            problems.append(f"{cat_dir}: no <defect>/ folders in this category; remove or regenerate it")
+        for defect_dir in defect_dirs:
+            entries = _read_defect(defect_dir, meta, validate, problems)
+            if entries:
+                out[(cat, defect_dir.name)] = entries
     if problems:
         raise GenerationInputError(*problems)
     if not out:
