@@ -19,7 +19,7 @@ from downstream.errors import DownstreamInputError
 from generation.errors import GenerationInputError
 
 USER_ERRORS = (UserError, GenerationInputError, DownstreamInputError)
-COMMANDS = ("run", "data", "generators", "generate", "import", "inspect", "report", "check")
+COMMANDS = ("run", "data", "generators", "generate", "import", "inspect", "report", "check", "score")
 
 
 def build_parser() -> argparse.ArgumentParser:

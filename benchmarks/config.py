@@ -24,7 +24,10 @@ from typing import Any
 import yaml
 
 from benchmarks.errors import ConfigError
+from downstream.classifier import ClassifierConfig
+from downstream.metrics import F1_MODES
 from downstream.training import SegmenterConfig
+from downstream.unsupervised import DetectorConfig
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -52,6 +55,20 @@ class GenerationConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How downstream results are scored and which extra rows are computed."""
+
+    pixel_f1: str = "exact"  # exact | grid-0.05 (the reference scripts' threshold grid)
+    classify: bool = True  # train the defect-type classifier (categories with one defect type are skipped)
+    detectors: list[DetectorConfig] = field(default_factory=list)  # unsupervised rows (patchcore, padim)
+    save_scores: bool = True  # write scores.npz (image scores, a pixel sample, the PRO curve) per cell
+
+    def __post_init__(self) -> None:
+        if self.pixel_f1 not in F1_MODES:
+            raise ValueError(f"evaluation.pixel_f1={self.pixel_f1!r}: choose one of {', '.join(F1_MODES)}")
+
+
+@dataclass
 class RunnerConfig:
     """Where the jobs run."""
 
@@ -70,6 +87,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
 

@@ -18,8 +18,10 @@ from benchmarks.config import RunConfig
 from benchmarks.data.mvtec import list_categories, read_category
 from benchmarks.data.splits import SplitManifest, make_split
 from benchmarks.data.synth import CATEGORIES, embedded_dataset
-from downstream.evaluation import evaluate_segmenter
-from downstream.training import train_segmenter
+from downstream.classifier import run_classification
+from downstream.evaluation import HeldOutSplit
+from downstream.protocol import run_segmentation
+from downstream.unsupervised import DetectorConfig, run_detector
 from generation.base import FewShotSet
 from generation.format import GeneratedSetWriter, read_generated_set
 from generation.registry import create_generator
@@ -104,20 +106,64 @@ def generate_stage(
 
 
 def segmentation_stage(
-    config: RunConfig, manifest: SplitManifest, generated_root: Path | None, seed: int, progress: bool = True
-) -> dict[str, float]:
-    """Train the segmenter on the generated pairs (none: normals only) and score the real test split."""
+    config: RunConfig,
+    manifest: SplitManifest,
+    generated_root: Path | None,
+    seed: int,
+    progress: bool = True,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train the segmenter on the generated pairs (none: normals only) and score the real test split.
+
+    Returns :func:`downstream.protocol.run_segmentation`'s result: ``metrics`` plus ``selection``,
+    ``selected_epoch``, ``per_defect``, ``history``; ``scores.npz`` goes to ``out_dir`` when given.
+    """
     generated: dict[str, list[tuple[Path, Path]]] = {}
     if generated_root is not None:
         for (_, defect), entries in read_generated_set(generated_root, manifest.category).items():
             generated[defect] = [(e.image, e.mask) for e in entries]
-    model = train_segmenter(
+    return run_segmentation(
         [manifest.absolute(p) for p in manifest.train_good],
         generated,
+        [manifest.absolute(p) for p in manifest.test_good],
+        manifest.test_samples(),
         config.segmenter,
         seed,
+        pixel_f1=config.evaluation.pixel_f1,
+        out_dir=out_dir if config.evaluation.save_scores else None,
         progress=progress,
     )
-    test_good = [manifest.absolute(p) for p in manifest.test_good]
-    test_anomalies = [pair for pairs in manifest.test_samples().values() for pair in pairs]
-    return evaluate_segmenter(model, test_good, test_anomalies, config.segmenter)
+
+
+def classification_stage(
+    config: RunConfig, manifest: SplitManifest, generated_root: Path, seed: int, progress: bool = True
+) -> dict[str, Any]:
+    """Train the defect-type classifier on the generated images; test it on the held-out real anomalies.
+
+    A category with a single defect type returns ``{"cls_accuracy": None, "skipped": ...}``.
+    """
+    generated = {
+        defect: [e.image for e in entries]
+        for (_, defect), entries in read_generated_set(generated_root, manifest.category).items()
+    }
+    test = {d: [image for image, _ in pairs] for d, pairs in manifest.test_samples().items()}
+    return run_classification(generated, test, config.classifier, seed, progress=progress)
+
+
+def detector_stage(
+    config: RunConfig, manifest: SplitManifest, detector: DetectorConfig, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """An unsupervised detector row: fit on ``train/good``, scored on the same test split as the segmenter."""
+    split = HeldOutSplit.load(
+        [manifest.absolute(p) for p in manifest.test_good],
+        manifest.test_samples(),
+        config.segmenter.image_size,
+    )
+    return run_detector(
+        detector,
+        [manifest.absolute(p) for p in manifest.train_good],
+        split,
+        pixel_f1=config.evaluation.pixel_f1,
+        seed=seed,
+        progress=progress,
+    )

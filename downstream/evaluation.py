@@ -1,33 +1,82 @@
-"""Score a trained segmenter on the held-out real test split.
+"""The held-out real test split, loaded once, and the scoring of anomaly maps on it.
 
 Example:
-    >>> from downstream.evaluation import evaluate_segmenter  # doctest: +SKIP
-    >>> evaluate_segmenter(model, test_good, test_anomalies, config)["image_auroc"]  # doctest: +SKIP
+    >>> from downstream.evaluation import HeldOutSplit  # doctest: +SKIP
+    >>> split = HeldOutSplit.load(test_good, {"scratch": [(image, mask), ...]}, size=256)  # doctest: +SKIP
+    >>> split.score(maps, scores)["pixel_aupro"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from downstream.metrics import segmentation_metrics
+from downstream.errors import DownstreamInputError
+from downstream.metrics import IMAGE_AP, IMAGE_AUROC, PIXEL_AP, PIXEL_AUPRO, PIXEL_AUROC, segmentation_metrics
 from downstream.segmenter import DiscriminativeUNet
-from downstream.training import SegmenterConfig, load_masks, predict_maps
+from downstream.training import SegmenterConfig, load_images, load_masks, predict_tensor
+
+GOOD = "good"
+# Per-defect rows (that defect's images against all good ones) keep the metrics a curve needs.
+PER_DEFECT_KEYS = (IMAGE_AUROC, IMAGE_AP, PIXEL_AUROC, PIXEL_AP, PIXEL_AUPRO)
 
 
-def evaluate_segmenter(
-    model: DiscriminativeUNet,
-    test_good: Sequence[Path],
-    test_anomalies: Sequence[tuple[Path, Path]],
-    config: SegmenterConfig,
-) -> dict[str, float]:
-    """Metrics on ``test_good`` (empty masks) plus ``test_anomalies`` ((image, mask) pairs)."""
-    images = [*test_good, *(image for image, _ in test_anomalies)]
-    maps, scores = predict_maps(model, images, config.image_size, pool_kernel=config.pool_kernel)
-    size = config.image_size
-    masks = np.zeros((len(images), size, size), dtype=bool)
-    if test_anomalies:
-        masks[len(test_good) :] = load_masks([mask for _, mask in test_anomalies], size).numpy()
-    return segmentation_metrics(maps, masks, scores)
+@dataclass
+class HeldOutSplit:
+    """Test images (uint8, resized), binary masks and per-image defect names (``good`` for normals)."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    masks: np.ndarray  # (N, S, S) bool
+    defects: list[str]
+    names: list[str]  # "<defect>/<file name>"
+
+    @classmethod
+    def load(
+        cls,
+        test_good: Sequence[Path],
+        test_anomalies: dict[str, Sequence[tuple[Path, Path]]],
+        size: int,
+    ) -> HeldOutSplit:
+        """Read ``test_good`` (empty masks) and ``test_anomalies`` (per defect, (image, mask) pairs)."""
+        if not test_good or not any(test_anomalies.values()):
+            raise DownstreamInputError(
+                f"test split: needs good and anomalous images ({len(test_good)} good, "
+                f"{sum(len(v) for v in test_anomalies.values())} anomalous)"
+            )
+        pairs = [(d, image, mask) for d in sorted(test_anomalies) for image, mask in test_anomalies[d]]
+        images = load_images([*test_good, *(image for _, image, _ in pairs)], size)
+        masks = np.zeros((len(images), size, size), dtype=bool)
+        masks[len(test_good) :] = load_masks([mask for _, _, mask in pairs], size).numpy()
+        defects = [GOOD] * len(test_good) + [d for d, _, _ in pairs]
+        names = [f"{GOOD}/{Path(p).name}" for p in test_good] + [f"{d}/{Path(p).name}" for d, p, _ in pairs]
+        return cls(images, masks, defects, names)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Image labels: True for the anomalous images."""
+        return np.array([d != GOOD for d in self.defects])
+
+    def score(self, maps: np.ndarray, scores: np.ndarray, pixel_f1: str = "exact") -> dict[str, float]:
+        """Every segmentation metric of ``maps`` (N, S, S) and image ``scores`` (N,) on this split."""
+        return segmentation_metrics(maps, self.masks, scores, pixel_f1=pixel_f1, labels=self.labels)
+
+    def score_per_defect(self, maps: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, float]]:
+        """Per defect type: its images against all good images (the keys in ``PER_DEFECT_KEYS``)."""
+        defects, labels = np.array(self.defects), self.labels
+        out = {}
+        for defect in sorted(set(self.defects) - {GOOD}):
+            keep = (defects == defect) | (defects == GOOD)
+            metrics = segmentation_metrics(maps[keep], self.masks[keep], scores[keep], labels=labels[keep])
+            out[defect] = {key: metrics[key] for key in PER_DEFECT_KEYS}
+        return out
+
+
+def predict_split(
+    model: DiscriminativeUNet, split: HeldOutSplit, config: SegmenterConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The segmenter's anomaly maps and image scores on ``split``."""
+    return predict_tensor(model, split.images, config.eval_batch_size, config.pool_kernel)

@@ -46,9 +46,26 @@ class SegmenterConfig:
     focal_gamma: float = 2.0
     pool_kernel: int = 21
     selection: str = "last-epoch"
+    eval_batch_size: int = 16
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        self.lr_milestones = tuple(self.lr_milestones)
+        positive = (
+            "image_size",
+            "base_width",
+            "epochs",
+            "samples_per_epoch",
+            "batch_size",
+            "eval_batch_size",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise DownstreamInputError(f"segmenter.{name}={getattr(self, name)}: must be at least 1")
+        if self.pool_kernel < 1 or self.pool_kernel % 2 == 0:
+            raise DownstreamInputError(
+                f"segmenter.pool_kernel={self.pool_kernel}: must be an odd positive integer"
+            )
         if self.image_size % 32:
             raise DownstreamInputError(f"segmenter.image_size={self.image_size}: must be a multiple of 32")
         if self.selection not in SELECTION_POLICIES:
@@ -120,7 +137,7 @@ class TrainingPool:
         return torch.stack(images).float() / 255.0, torch.stack(masks).float()
 
 
-EpochCallback = Callable[[int, DiscriminativeUNet], None]
+EpochCallback = Callable[[int, DiscriminativeUNet, float], None]
 
 
 def train_segmenter(
@@ -140,7 +157,8 @@ def train_segmenter(
             model then sees only normal images).
         config: protocol settings.
         seed: seeds the initialisation and the sampling.
-        on_epoch_end: called with (epoch, model) after every epoch (used for ``best-on-test``).
+        on_epoch_end: called with (epoch, model, mean training loss) after every epoch (epochs
+            count from 1; used for ``best-on-test`` and the loss history).
         progress: show a progress bar over the epochs.
     """
     torch.manual_seed(seed)
@@ -168,11 +186,29 @@ def train_segmenter(
         scheduler.step()
         bar.set_postfix(loss=f"{epoch_loss / steps:.4f}")
         if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
+            on_epoch_end(epoch + 1, model, epoch_loss / steps)
     return model.eval()
 
 
 @torch.no_grad()
+def predict_tensor(
+    model: DiscriminativeUNet, images: torch.Tensor, batch_size: int = 16, pool_kernel: int = 21
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly-probability maps (N, H, W) and image scores (N,) for uint8 images (N, 3, H, W).
+
+    Leaves the model in eval mode.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    maps, scores = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].float().div(255.0).to(device)
+        prob = model(batch).softmax(dim=1)[:, 1]
+        maps.append(prob.cpu())
+        scores.append(image_scores(prob, pool_kernel).cpu())
+    return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+
+
 def predict_maps(
     model: DiscriminativeUNet,
     image_paths: Sequence[Path],
@@ -181,12 +217,4 @@ def predict_maps(
     pool_kernel: int = 21,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly-probability maps (N, size, size) and image scores (N,) for ``image_paths``."""
-    model.eval()
-    device = next(model.parameters()).device
-    maps, scores = [], []
-    for start in range(0, len(image_paths), batch_size):
-        batch = load_images(image_paths[start : start + batch_size], size).float().div(255.0).to(device)
-        prob = model(batch).softmax(dim=1)[:, 1]
-        maps.append(prob.cpu())
-        scores.append(image_scores(prob, pool_kernel).cpu())
-    return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+    return predict_tensor(model, load_images(image_paths, size), batch_size, pool_kernel)

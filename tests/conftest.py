@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # n workers x torch's default threads oversubscribe the cores; OpenMP then spins (a segmenter step
+    # measured 27x slower with 2 threads than with 1 on a loaded 2-core machine).
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

