@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -150,8 +152,10 @@ def _load_backbone(feature_extractor: torch.nn.Module, config: DetectorConfig) -
 
 
 def _build_model(config: DetectorConfig) -> torch.nn.Module:
-    from anomalib.models.image.padim.torch_model import PadimModel
-    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+    with warnings.catch_warnings():  # anomalib 2.7 and timm warn about their own internal imports
+        warnings.simplefilter("ignore", FutureWarning)
+        from anomalib.models.image.padim.torch_model import PadimModel
+        from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     if config.name == "patchcore":
         model = PatchcoreModel(
@@ -201,7 +205,9 @@ def run_detector(
         for start in tqdm(batches, desc=f"{config.name} fit", disable=not progress, leave=False):
             model(_normalise(train[start : start + config.batch_size], config).to(device))
     if config.name == "patchcore":
-        with warnings.catch_warnings():  # anomalib 2.7 flags the call itself as deprecated (its unused arg)
+        # anomalib 2.7 flags the call itself as deprecated (its unused arg) and always shows a bar.
+        quiet = contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
+        with warnings.catch_warnings(), quiet:
             warnings.simplefilter("ignore", DeprecationWarning)
             model.subsample_embedding(sampling_ratio=config.coreset_sampling_ratio)
     else:

@@ -12,7 +12,7 @@ from benchmarks.cli import main
 from benchmarks.config import load_config
 from benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
 from benchmarks.runner.grid import expand_grid
-from benchmarks.runner.jobs import DOWNSTREAM, GENERATE
+from benchmarks.runner.jobs import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE
 from generation.base import Generator
 from generation.registry import _REGISTRY, register_generator
 
@@ -20,6 +20,7 @@ TINY = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=2",
     "segmenter.samples_per_epoch=16", "segmenter.batch_size=8", "generation.n_per_defect=4",
     "generation.generators=[]", "generation.reference=[real-fewshot]",
+    "evaluation.classify=false", "evaluation.detectors=[]",
 ]  # fmt: skip
 
 
@@ -48,6 +49,36 @@ def test_grid_expands_every_cell_with_dependencies(tmp_path):
                 job.key.category,
                 job.key.seed,
             )
+
+
+TINY_EVAL = [
+    "evaluation.classify=true", "classifier.arch=resnet18", "classifier.image_size=32",
+    "classifier.epochs=1", "classifier.epoch_repeats=1",
+    "evaluation.detectors=[{name: padim, image_size: 32}]",
+]  # fmt: skip
+
+
+def test_grid_adds_classify_per_generated_set_and_detectors_per_cell(tmp_path):
+    config = _tiny("seeds=[0,1]", *TINY_EVAL)
+    jobs = expand_grid(config, tmp_path, tmp_path / "run", ["nut", "brick"])
+    by_stage = {stage: [j for j in jobs if j.key.stage == stage] for stage in (GENERATE, CLASSIFY, DETECTOR)}
+    assert len(by_stage[CLASSIFY]) == len(by_stage[GENERATE]) == 4
+    assert len(by_stage[DETECTOR]) == 4 and all(not j.depends_on for j in by_stage[DETECTOR])
+    generate_keys = {j.key for j in by_stage[GENERATE]}
+    assert all(j.depends_on[0] in generate_keys for j in by_stage[CLASSIFY])
+    assert {j.key.generator for j in by_stage[DETECTOR]} == {"padim[random]"}
+    assert all("[random]" in j.key.name for j in by_stage[DETECTOR])  # file-name-safe, still readable
+
+
+def test_classify_and_detector_jobs_write_their_metrics(tmp_path, nut_root):
+    config = _tiny(f"data.root={nut_root}", *TINY_EVAL)
+    summary = run_grid(expand_grid(config, nut_root, tmp_path, ["nut"]), SerialBackend(), progress=False)
+    assert summary.count("done") == 4 and not summary.failures
+    (classify,) = _results(tmp_path, CLASSIFY).values()
+    assert 0.0 <= classify["metrics"]["cls_accuracy"] <= 1.0
+    (detector,) = _results(tmp_path, DETECTOR).values()
+    assert detector["row"] == "padim[random]"
+    assert 0.0 <= detector["metrics"]["image_auroc"] <= 1.0 and detector["split"]["preset"] == "strict"
 
 
 def test_config_change_changes_the_key(tmp_path):

@@ -12,6 +12,7 @@ generated pairs, scored on the real test split) and ``genmetrics`` (generation q
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -20,12 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import RunConfig, flatten
-from benchmarks.pipeline import generate_stage, segmentation_stage, split_stage, write_json
+from benchmarks.pipeline import (
+    classification_stage,
+    detector_stage,
+    generate_stage,
+    segmentation_stage,
+    split_stage,
+    write_json,
+)
 from benchmarks.provenance import git_sha, package_versions, utc_now
+from downstream.metrics import CLS_ACCURACY
+from downstream.unsupervised import DetectorConfig
 from generation.base import config_hash
 
-GENERATE, DOWNSTREAM, GENMETRICS = "generate", "downstream", "genmetrics"
-STAGES = (GENERATE, DOWNSTREAM, GENMETRICS)
+GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR = "generate", "downstream", "classify", "detector"
+STAGES = (GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR)
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,8 @@ class JobKey:
     @property
     def name(self) -> str:
         """File-name-safe identifier (also the result file's stem)."""
-        return f"{self.generator}__{self.category}__{self.defect}__seed{self.seed}__{self.config_hash}"
+        text = f"{self.generator}__{self.category}__{self.defect}__seed{self.seed}__{self.config_hash}"
+        return re.sub(r"[^A-Za-z0-9_.\[\]-]+", "-", text)
 
     def label(self) -> str:
         """Short human-readable label."""
@@ -58,6 +69,7 @@ class Job:
     dataset: Path
     run_dir: Path
     depends_on: list[JobKey] = field(default_factory=list)
+    detector: DetectorConfig | None = None  # the detector of a ``detector`` job
 
     @property
     def result_path(self) -> Path:
@@ -103,6 +115,24 @@ def downstream_hash(config: RunConfig, gen_hash: str) -> str:
     )
 
 
+def classify_hash(config: RunConfig, gen_hash: str) -> str:
+    """Hash of the generation hash and the classification protocol."""
+    return config_hash({"generation": gen_hash, "classifier": dataclasses.asdict(config.classifier)})
+
+
+def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) -> str:
+    """Hash of the dataset, split, evaluation size and the detector's settings."""
+    return config_hash(
+        {
+            "dataset": str(dataset),
+            "split": config.data.split,
+            "image_size": config.segmenter.image_size,
+            "pixel_f1": config.evaluation.pixel_f1,
+            "detector": dataclasses.asdict(detector),
+        }
+    )
+
+
 # ---------------------------------------------------------------- stage bodies
 def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
     manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
@@ -133,9 +163,28 @@ def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
     }
 
 
+def _run_classify(job: Job, progress: bool) -> dict[str, Any]:
+    gen_key = job.depends_on[0]
+    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    gen_root = generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+    result = classification_stage(job.config, manifest, gen_root, job.key.seed, progress=progress)
+    accuracy = result.pop(CLS_ACCURACY)
+    metrics = {} if accuracy is None else {CLS_ACCURACY: accuracy}
+    return {"metrics": metrics, **result}
+
+
+def _run_detector(job: Job, progress: bool) -> dict[str, Any]:
+    assert job.detector is not None
+    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    result = detector_stage(job.config, manifest, job.detector, job.key.seed, progress=progress)
+    return {**result, "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count}}
+
+
 STAGE_BODIES: dict[str, Callable[[Job, bool], dict[str, Any]]] = {
     GENERATE: _run_generate,
     DOWNSTREAM: _run_downstream,
+    CLASSIFY: _run_classify,
+    DETECTOR: _run_detector,
 }
 
 
