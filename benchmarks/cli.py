@@ -18,7 +18,7 @@ from downstream.errors import DownstreamInputError
 from generation.errors import GenerationInputError
 
 USER_ERRORS = (UserError, GenerationInputError, DownstreamInputError)
-COMMANDS = ("run", "data", "generators")
+COMMANDS = ("run", "data", "generators", "metrics", "weights")
 
 
 def build_parser() -> argparse.ArgumentParser:
