@@ -132,6 +132,9 @@ def metrics(args: argparse.Namespace) -> int:
             f"weights {info['name']}: sha256 {info['sha256'][:16]}... "
             f"({info['source']}, official={info['official']})"
         )
+    by_reason: dict[str, list[str]] = {}
     for name, reason in result[KEY_UNAVAILABLE].items():
-        print(f"{name}: unavailable: {reason}")
+        by_reason.setdefault(reason, []).append(name)
+    for reason, names_out in by_reason.items():
+        print(f"{', '.join(names_out)}: unavailable: {reason}")
     return 0

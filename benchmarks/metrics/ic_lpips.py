@@ -73,7 +73,8 @@ class LPIPSDistance:
         """Channel-normalised trunk features of a batch in [-1, 1], flattened per layer."""
         import lpips
 
-        outs = self.model.net(self.model.scaling_layer(images.to(self.device)))
+        dtype = next(self.model.parameters()).dtype
+        outs = self.model.net(self.model.scaling_layer(images.to(self.device, dtype)))
         return [lpips.normalize_tensor(o).flatten(1) for o in outs]
 
     def _batches(self, paths: Sequence[Path], desc: str | None) -> Iterator[Features]:
@@ -98,18 +99,26 @@ class LPIPSDistance:
         return pairwise_lpips(feats, feats, self.weights).cpu().numpy()
 
 
-def pairwise_lpips(a: Features, b: Features, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """sum_l mean_hw sum_c w (fa - fb)^2 for all pairs, as ||fa||_w^2 + ||fb||_w^2 - 2 <fa, fb>_w."""
+def pairwise_lpips(
+    a: Features, b: Features, weights: Sequence[torch.Tensor], chunk: int = 1 << 18
+) -> torch.Tensor:
+    """sum_l mean_hw sum_c w (fa - fb)^2 for all pairs, as ||fa||_w^2 + ||fb||_w^2 - 2 <fa, fb>_w.
+
+    Accumulated in float64 over chunks of the feature axis (bounded memory), so the expansion adds no
+    cancellation error beyond the features' own precision.
+    """
     total = torch.zeros(a[0].shape[0], b[0].shape[0], dtype=torch.float64, device=a[0].device)
     for fa, fb, w in zip(a, b, weights, strict=True):
         n_channels = w.shape[0]
         positions = fa.shape[1] // n_channels
         w_flat = w.reshape(n_channels, 1).expand(n_channels, positions).reshape(1, -1)
-        fa_w = fa * w_flat
-        sq_a = (fa_w * fa).sum(1, dtype=torch.float64)
-        sq_b = (fb * w_flat * fb).sum(1, dtype=torch.float64)
-        cross = (fa_w @ fb.T).double()
-        total += (sq_a[:, None] + sq_b[None, :] - 2 * cross).clamp_min(0) / positions
+        layer = torch.zeros_like(total)
+        for start in range(0, fa.shape[1], chunk):
+            part = slice(start, start + chunk)
+            wa = (fa[:, part] * w_flat[:, part]).double()
+            ca, cb, cw = fa[:, part].double(), fb[:, part].double(), w_flat[:, part].double()
+            layer += (wa * ca).sum(1)[:, None] + (cb * cw * cb).sum(1)[None, :] - 2 * wa @ cb.T
+        total += layer.clamp_min(0) / positions
     return total
 
 

@@ -17,10 +17,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
+import io
 import os
 import pickle
 import subprocess
@@ -163,7 +165,8 @@ def resolve_inception(
             return _inception_info(candidate, source)
     if download:
         try:
-            torch.hub.load_state_dict_from_url(INCEPTION_URL, map_location="cpu", progress=False)
+            with contextlib.redirect_stderr(io.StringIO()):  # torch hub's "Downloading: ..." line
+                torch.hub.load_state_dict_from_url(INCEPTION_URL, map_location="cpu", progress=False)
         except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, socket errors: all mean "offline"
             raise WeightsUnavailableError(
                 f"{inception_missing_message(cache)} ({exc.__class__.__name__})"
