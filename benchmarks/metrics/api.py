@@ -210,6 +210,11 @@ def compute_generation_metrics(
             "is_splits": 10,
             "kid_reference": kid_reference,
             "kid_subsets": DEFAULTS["kid_subsets"],
+            "weights_by_metric": {
+                m: [w for w in weights if (m == KEY_IC_LPIPS) == w.startswith("lpips")]
+                for m in names
+                if m not in unavailable
+            },
             "versions": {p: importlib.metadata.version(p) for p in ("torch-fidelity", "lpips", "torch")},
         },
         KEY_WEIGHTS: weights,

