@@ -329,7 +329,7 @@ def test_is_and_kid_end_to_end_with_random_inception(
         generated_one_type,
         nut_root,
         "nut",
-        metrics=("is", "kid"),
+        metrics=("is", "kid", "fid"),
         inception_weights=random_inception,
         kid_reference="test",
     )
@@ -340,10 +340,9 @@ def test_is_and_kid_end_to_end_with_random_inception(
     assert row["n_real_reference"] == n_real - n_real // 3  # the test split only
     info = result["weights"]["inception-v3-compat"]
     assert info["sha256"] == sha256_file(random_inception) and info["official"] is False
-    assert result["settings"]["weights_by_metric"] == {
-        "is": ["inception-v3-compat"],
-        "kid": ["inception-v3-compat"],
-    }
+    assert result["settings"]["weights_by_metric"] == dict.fromkeys(
+        ("is", "kid", "fid"), ["inception-v3-compat"]
+    )
     # Independent IS: our own logits extraction over the sorted files and the hand formula.
     files = sorted((generated_one_type / "nut" / defect / "image").glob("*.png"))
     net = FeatureExtractorInceptionV3("inception-v3-compat", ["logits_unbiased"], str(random_inception))
@@ -351,9 +350,9 @@ def test_is_and_kid_end_to_end_with_random_inception(
     with torch.no_grad():
         logits = net(batch)[0].double().numpy()
     assert row["is"] == pytest.approx(hand_inception_score(logits), rel=1e-5)
-    assert math.isfinite(row["kid"])
-    assert result["per_category"]["nut"] == {"is": row["is"], "kid": row["kid"]}
-    assert result["overall"] == {"is": row["is"], "kid": row["kid"]}
+    assert math.isfinite(row["kid"]) and row["fid"] >= 0
+    assert result["per_category"]["nut"] == {"is": row["is"], "kid": row["kid"], "fid": row["fid"]}
+    assert result["overall"] == result["per_category"]["nut"]
 
 
 def test_cli_explicit_is_offline_is_one_line_error(

@@ -69,6 +69,11 @@ def main() -> None:
         "device": "cpu",
     }
     with tempfile.TemporaryDirectory() as tmp:
+        probe = synthetic_images(Path(tmp) / "probe", 2 * args.batch_size, seed=7)
+        t0 = time.perf_counter()
+        distance.features_of(probe)
+        rate = len(probe) / (time.perf_counter() - t0)
+        print(json.dumps({**common, "measure": "feature_images_per_s", "value": round(rate, 2)}), flush=True)
         for t in range(args.types):
             generated = synthetic_images(Path(tmp) / f"type{t}" / "gen", args.n, seed=t)
             centres = synthetic_images(Path(tmp) / f"type{t}" / "real", args.centres, seed=1000 + t)
