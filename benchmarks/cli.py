@@ -19,7 +19,19 @@ from downstream.errors import DownstreamInputError
 from generation.errors import GenerationInputError
 
 USER_ERRORS = (UserError, GenerationInputError, DownstreamInputError)
-COMMANDS = ("run", "data", "generators", "generate", "import", "inspect", "report", "check", "score")
+COMMANDS = (
+    "run",
+    "data",
+    "generators",
+    "generate",
+    "import",
+    "inspect",
+    "report",
+    "check",
+    "score",
+    "metrics",
+    "weights",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

