@@ -158,7 +158,9 @@ class DualBranchAttnProcessor(nn.Module):
             hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
         batch = hidden_states.shape[0]
         if not write and batch % 2:
-            raise ValueError(f"dual-branch attention needs interleaved (whole, part) pairs; got batch {batch}")
+            raise ValueError(
+                f"dual-branch attention needs interleaved (whole, part) pairs; got batch {batch}"
+            )
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 

@@ -57,9 +57,7 @@ def _augment(images: torch.Tensor, g: torch.Generator, flips: bool) -> torch.Ten
     return torch.stack(out)
 
 
-def train_base(
-    config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True
-) -> Components:
+def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
     """Build the small models and train VAE, then UNet, on ``normal_images`` (in memory)."""
     from diffusers import DDPMScheduler
 
@@ -75,7 +73,9 @@ def train_base(
 
     opt = torch.optim.AdamW(vae.parameters(), lr=config.base_learning_rate, weight_decay=0.0)
     vae.train()
-    for step in tqdm(range(config.base_vae_steps), desc="offline base: VAE", leave=False, disable=not progress):
+    for step in tqdm(
+        range(config.base_vae_steps), desc="offline base: VAE", leave=False, disable=not progress
+    ):
         g = step_generator(config.seed, step)
         x = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips).to(device)
         dist = vae.encode(x).latent_dist
@@ -87,7 +87,9 @@ def train_base(
         opt.step()
     vae.eval().requires_grad_(False)
     with torch.no_grad():
-        latents = torch.cat([vae.encode(images[i : i + 32].to(device)).latent_dist.mean for i in range(0, n, 32)])
+        latents = torch.cat(
+            [vae.encode(images[i : i + 32].to(device)).latent_dist.mean for i in range(0, n, 32)]
+        )
         vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
 
     tok = parts.tokenizer
@@ -97,12 +99,14 @@ def train_base(
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.base_learning_rate, weight_decay=1e-2)
     unet.train()
-    for step in tqdm(range(config.base_unet_steps), desc="offline base: UNet", leave=False, disable=not progress):
+    for step in tqdm(
+        range(config.base_unet_steps), desc="offline base: UNet", leave=False, disable=not progress
+    ):
         g = step_generator(config.seed + 1, step)
         x = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips).to(device)
         with torch.no_grad():
             dist = vae.encode(x).latent_dist
-            z = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device))
+            z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device)
             z = z * vae.config.scaling_factor
         noise = torch.randn(z.shape, generator=g).to(device)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), generator=g).to(device)
@@ -121,7 +125,11 @@ def train_base(
 
 
 def offline_base(
-    config: DualAnoDiffConfig, category: str, normal_images: list[Path], cache_dir: Path, progress: bool = True
+    config: DualAnoDiffConfig,
+    category: str,
+    normal_images: list[Path],
+    cache_dir: Path,
+    progress: bool = True,
 ) -> Path:
     """The cached offline base folder of ``category``, trained first when absent."""
     from generation.errors import GenerationInputError

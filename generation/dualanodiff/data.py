@@ -52,7 +52,9 @@ def estimate_background_colour(normal_images: list[Path], size: int, limit: int 
     return np.median(np.concatenate(border), axis=0)
 
 
-def object_foreground(image: np.ndarray, background_colour: np.ndarray, threshold: float = 40.0) -> np.ndarray:
+def object_foreground(
+    image: np.ndarray, background_colour: np.ndarray, threshold: float = 40.0
+) -> np.ndarray:
     """Boolean object mask: pixels farther than ``threshold`` (RGB L2) from the background colour."""
     from scipy import ndimage
 

@@ -164,11 +164,15 @@ class DualAnoDiff(Generator):
         cfg = self.config
         device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         parts = self._components()
-        model = DualAnoDiffModel(parts, cfg.rank, cfg.coupling, cfg.bcm, cfg.train_text_encoder, cfg.bcm_hidden)
+        model = DualAnoDiffModel(
+            parts, cfg.rank, cfg.coupling, cfg.bcm, cfg.train_text_encoder, cfg.bcm_hidden
+        )
         model.to(device)
         model.load_trainable(self._units[unit] / "weights.safetensors")
         model.eval()
-        pipe = DualAnoDiffPipeline(model, parts.vae.to(device), sampling_scheduler(cfg.scheduler, parts.scheduler_config))
+        pipe = DualAnoDiffPipeline(
+            model, parts.vae.to(device), sampling_scheduler(cfg.scheduler, parts.scheduler_config)
+        )
         self._loaded = (unit, pipe)
         return pipe
 

@@ -32,7 +32,8 @@ def threshold_mask(part: np.ndarray, threshold: float = 0.2, min_area: float = 0
 
     distance = np.abs(part.astype(np.float32) / 127.5 - 1.0).max(axis=-1)
     mask = distance > threshold
-    mask = ndimage.binary_closing(ndimage.binary_opening(mask), iterations=1)
+    square = np.ones((3, 3), bool)
+    mask = ndimage.binary_closing(ndimage.binary_opening(mask, square), square)
     mask = ndimage.binary_fill_holes(mask)
     labels, count = ndimage.label(mask)
     if count:
@@ -55,7 +56,9 @@ class U2NetMaskExtractor:
 
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise GenerationInputError(f"u2net_weights={str(weights)!r}: file not found; give the path to u2net.pth")
+            raise GenerationInputError(
+                f"u2net_weights={str(weights)!r}: file not found; give the path to u2net.pth"
+            )
         raise GenerationInputError(
             f"u2net_weights={str(weights)!r}: U2-Net mask extraction is not implemented in this version of "
             "anobench (the architecture is not ported yet); use mask_extractor='threshold'"

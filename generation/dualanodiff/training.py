@@ -26,10 +26,17 @@ from generation.dualanodiff.data import PairData
 from generation.dualanodiff.model import DualAnoDiffModel
 from generation.dualanodiff.models import Components
 
-WEIGHTS, OPTIMIZER, STATE, CONFIG = "weights.safetensors", "optimizer.safetensors", "state.json", "config.json"
+WEIGHTS, OPTIMIZER, STATE, CONFIG = (
+    "weights.safetensors",
+    "optimizer.safetensors",
+    "state.json",
+    "config.json",
+)
 
 
-def step_generator(seed: int, step: int, rank: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
+def step_generator(
+    seed: int, step: int, rank: int = 0, device: str | torch.device = "cpu"
+) -> torch.Generator:
     """The random stream of one training step (and process)."""
     return torch.Generator(device).manual_seed((seed * 1_000_003 + step * 131 + rank) % (2**63))
 
@@ -44,7 +51,9 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return out
 
 
-def encode_latents(vae: Any, images: torch.Tensor, generator: torch.Generator, scale: bool = True) -> torch.Tensor:
+def encode_latents(
+    vae: Any, images: torch.Tensor, generator: torch.Generator, scale: bool = True
+) -> torch.Tensor:
     """VAE latents (sampled), times the scaling factor unless ``scale`` is False (BCM's quirk)."""
     dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
     noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device).to(dist.mean)
@@ -77,7 +86,10 @@ def save_checkpoint(
         if isinstance(value, torch.Tensor)
     }
     save_file(tensors, str(tmp / OPTIMIZER))
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt_state["param_groups"]]
+    groups = [
+        {k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
+        for g in opt_state["param_groups"]
+    ]
     state = {"step": step, "param_groups": groups, "lr_scheduler": lr_sched.state_dict(),
              "config": dataclasses.asdict(config)}  # fmt: skip
     (tmp / STATE).write_text(json.dumps(state, indent=2, default=str))
@@ -147,7 +159,9 @@ def train_dual(
     cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
     device = accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        accelerator.mixed_precision, torch.float32
+    )
 
     torch.manual_seed(config.seed)  # the adapters' initialisation
     model = DualAnoDiffModel(
@@ -216,7 +230,11 @@ def train_dual(
         step += 1
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if accelerator.is_main_process and config.checkpointing_steps and step % config.checkpointing_steps == 0:
+        if (
+            accelerator.is_main_process
+            and config.checkpointing_steps
+            and step % config.checkpointing_steps == 0
+        ):
             save_checkpoint(output_dir, step, accelerator.unwrap_model(wrapped), optimizer, lr_sched, config)
     bar.close()
     model = accelerator.unwrap_model(wrapped)
