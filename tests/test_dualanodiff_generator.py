@@ -23,7 +23,10 @@ def nut_fewshot(nut_root):
 
 def test_registered_and_import_is_light():
     assert {"dualanodiff", "dualanodiff-bcm"} <= set(list_generators("dual*"))
-    code = "import sys, generation.registry as r; r.list_generators(); print('diffusers' in sys.modules, 'torch' in sys.modules)"
+    code = (
+        "import sys, generation.registry as r; r.list_generators(); "
+        "print('diffusers' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd()
     )

@@ -18,7 +18,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -158,4 +157,4 @@ def load_base(folder: Path) -> Components:
     return load_components(folder)
 
 
-__all__ = ["base_key", "load_base", "offline_base", "train_base", "np"]
+__all__ = ["base_key", "load_base", "offline_base", "train_base"]

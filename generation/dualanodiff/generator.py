@@ -106,7 +106,8 @@ class DualAnoDiff(Generator):
         empty = [d for d, pairs in fewshot.anomalies.items() if not pairs]
         if empty or not fewshot.anomalies:
             raise GenerationInputError(
-                f"category {fewshot.category!r}: no few-shot anomalies for {', '.join(empty) or 'any defect'}; "
+                f"category {fewshot.category!r}: no few-shot anomalies for "
+                f"{', '.join(empty) or 'any defect'}; "
                 "DualAnoDiff needs at least one (image, mask) pair per defect type"
             )
         self.fewshot = fewshot
@@ -132,8 +133,9 @@ class DualAnoDiff(Generator):
         self._loaded = None
 
     def _unit_hash(self, samples: list[tuple[Path, Path, tuple[str, str]]]) -> str:
-        sampling = {"guidance_scale", "num_inference_steps", "scheduler", "sample_batch_size", "mask_extractor",
-                    "u2net_weights", "mask_threshold", "mask_min_area", "image_size", "device", "cache_dir"}  # fmt: skip
+        sampling = {"guidance_scale", "num_inference_steps", "scheduler", "sample_batch_size",
+                    "mask_extractor", "u2net_weights", "mask_threshold", "mask_min_area", "image_size",
+                    "device", "cache_dir"}  # fmt: skip
         training = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in sampling}
         files = [(str(i), str(m), p, Path(i).stat().st_size) for i, m, p in samples]
         return config_hash({"config": training, "base": str(self._base), "files": files})
@@ -187,7 +189,7 @@ class DualAnoDiff(Generator):
         return [to_tensor(background_condition(load_rgb(p, self.config.resolution), colour)) for p in pool]
 
     def sample(self, defect: str, n: int, seed: int) -> Iterator[GeneratedPair]:
-        """Yield ``n`` (image, mask, part) pairs of ``defect``; pair i seeded by pair_seed(seed, defect, i)."""
+        """Yield ``n`` (image, mask, part) pairs; pair i is seeded by pair_seed(seed, defect, i)."""
         import numpy as np
         from PIL import Image
 

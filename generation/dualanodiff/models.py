@@ -121,8 +121,9 @@ def build_offline_components(
 ) -> Components:
     """Small randomly initialised UNet/VAE/CLIP text encoder + tokenizer (the offline base, untrained).
 
-    The VAE downsamples ``len(vae_channels) - 1`` times; the UNet has cross-attention in every
-    block but the deepest, like SD 1.5's layout. The noise schedule is SD 1.5's (scaled linear,
+    The VAE downsamples ``len(vae_channels) - 1`` times. Unlike SD 1.5 (no attention at the deepest
+    level) every UNet block has attention: in a net this small the per-branch LoRA and the
+    cross-branch module would otherwise reach only one resolution. The noise schedule is SD 1.5's (scaled linear,
     0.00085 -> 0.012, 1000 steps).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -162,8 +163,8 @@ def build_offline_components(
         in_channels=4,
         out_channels=4,
         block_out_channels=tuple(unet_channels),
-        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
         layers_per_block=1,
         cross_attention_dim=text_width,
         attention_head_dim=8,

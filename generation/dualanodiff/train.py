@@ -1,12 +1,13 @@
-"""Command-line dual fine-tune, runnable under ``accelerate launch`` (flags of diffusers' train_dreambooth_lora.py).
+r"""Command-line dual fine-tune under ``accelerate launch`` (flags of diffusers' train_dreambooth_lora.py).
 
 Example (one MVTec AD defect type on Stable Diffusion 1.5, the released code's settings)::
 
-    accelerate launch -m generation.dualanodiff.train \\
-        --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
-        --instance_data_dir mvtec/bottle/test/broken_large --mask_data_dir mvtec/bottle/ground_truth/broken_large \\
-        --max_instances 6 --output_dir out/bottle/broken_large --resolution 512 --train_batch_size 4 \\
-        --learning_rate 2e-5 --lr_scheduler constant --max_train_steps 5000 --rank 32 --train_text_encoder \\
+    accelerate launch -m generation.dualanodiff.train \
+        --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \
+        --instance_data_dir mvtec/bottle/test/broken_large \
+        --mask_data_dir mvtec/bottle/ground_truth/broken_large \
+        --max_instances 6 --output_dir out/bottle/broken_large --resolution 512 --train_batch_size 4 \
+        --learning_rate 2e-5 --lr_scheduler constant --max_train_steps 5000 --rank 32 --train_text_encoder \
         --checkpointing_steps 1000 --resume_from_checkpoint latest --mixed_precision bf16
 
 Offline (no weights): ``--pretrained_model_name_or_path offline --normal_data_dir mvtec/bottle/train/good``

@@ -61,6 +61,39 @@ def encode_latents(
     return latents * vae.config.scaling_factor if scale else latents
 
 
+def dual_loss(
+    forward: Any,
+    model: DualAnoDiffModel,
+    vae: Any,
+    noise_scheduler: Any,
+    batch: tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]], torch.Tensor | None],
+    g: torch.Generator,
+) -> torch.Tensor:
+    """Epsilon-MSE of one batch over both branches (``forward``: the model, possibly DDP-wrapped).
+
+    Pairs are interleaved ``[whole_0, part_0, whole_1, part_1, ...]``, both members of a pair share
+    the timestep and get independent noise; BCM backgrounds are encoded without the scaling
+    factor (as the released code) and noised to the pair's timestep.
+    """
+    wholes, parts, prompts, backgrounds = batch
+    device = vae.device
+    with torch.no_grad():
+        targets = torch.stack([wholes, parts], dim=1).flatten(0, 1)
+        latents = encode_latents(vae, targets, g)
+        noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
+        n_train = noise_scheduler.config.num_train_timesteps
+        t = torch.randint(0, n_train, (len(wholes),), generator=g).repeat_interleave(2).to(device)
+        noisy = noise_scheduler.add_noise(latents, noise, t)
+        noisy_bg = None
+        if model.bcm:
+            bg = encode_latents(vae, backgrounds, g, scale=False)  # unscaled, as the released code
+            bg_noise = torch.randn(bg.shape, generator=g).to(device, bg.dtype)
+            noisy_bg = noise_scheduler.add_noise(bg, bg_noise, t[::2])
+    embeds = model.encode_prompts([p for pair in prompts for p in pair])
+    pred = forward(noisy, t, embeds, noisy_bg)
+    return F.mse_loss(pred.float(), noise.float())
+
+
 def _atomic_dir(final: Path) -> Path:
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -168,7 +201,9 @@ def train_dual(
         components, rank=config.rank, coupling=config.coupling, bcm=config.bcm,
         train_text_encoder=config.train_text_encoder, bcm_hidden=config.bcm_hidden,
     )  # fmt: skip
-    vae = components.vae.to(device, dtype=weight_dtype)
+    vae = components.vae.to(device)
+    if weight_dtype != torch.float32:
+        vae.to(dtype=weight_dtype)
     # frozen base weights in the compute dtype, trainable tensors in fp32 (diffusers' recipe)
     model.to(device)
     for p in model.parameters():
@@ -193,7 +228,6 @@ def train_dual(
     wrapped, optimizer, lr_sched = accelerator.prepare(model, optimizer, lr_sched)
     model.train()
 
-    n_train = noise_scheduler.config.num_train_timesteps
     last = config.max_train_steps if stop_after is None else min(config.max_train_steps, stop_after)
     bar = tqdm(total=config.max_train_steps, initial=step, desc="dual fine-tune", unit="step",
                disable=not progress or not accelerator.is_main_process, leave=False)  # fmt: skip
@@ -202,23 +236,9 @@ def train_dual(
         g = step_generator(config.seed, step, rank)
         indices = batch_indices(len(data), config.train_batch_size, step * accelerator.num_processes + rank,
                                 config.seed)  # fmt: skip
-        wholes, parts, prompts, backgrounds = data.batch(indices, g, config.flips)
-        with torch.no_grad():
-            # interleave [whole_0, part_0, whole_1, part_1, ...]
-            targets = torch.stack([wholes, parts], dim=1).flatten(0, 1)
-            latents = encode_latents(vae, targets, g)
-            noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
-            t = torch.randint(0, n_train, (len(indices),), generator=g).repeat_interleave(2).to(device)
-            noisy = noise_scheduler.add_noise(latents, noise, t)
-            noisy_bg = None
-            if config.bcm:
-                bg = encode_latents(vae, backgrounds, g, scale=False)  # unscaled, as the released code
-                bg_noise = torch.randn(bg.shape, generator=g).to(device, bg.dtype)
-                noisy_bg = noise_scheduler.add_noise(bg, bg_noise, t[::2])
+        batch = data.batch(indices, g, config.flips)
         with accelerator.autocast():
-            embeds = accelerator.unwrap_model(wrapped).encode_prompts([p for pair in prompts for p in pair])
-            pred = wrapped(noisy, t, embeds, noisy_bg)
-        loss = F.mse_loss(pred.float(), noise.float())
+            loss = dual_loss(wrapped, accelerator.unwrap_model(wrapped), vae, noise_scheduler, batch, g)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"dual fine-tune: loss is {loss.item()} at step {step}")
         accelerator.backward(loss)
