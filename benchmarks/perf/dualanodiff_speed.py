@@ -37,8 +37,9 @@ def sd15_components(dtype: torch.dtype) -> Components:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = sd15_configs()
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear")  # fmt: skip
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
     return Components(
         vae=AutoencoderKL(**cfg["vae"]).to(dtype),
         unet=UNet2DConditionModel(**cfg["unet"]).to(dtype),
@@ -60,8 +61,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training(parts: Components, pairs: int, resolution: int, device: torch.device, dtype: torch.dtype,
-                  compile_unet: bool = False, steps: int = 5, warmup: int = 2, rank: int = 32) -> float:  # fmt: skip
+def time_training(
+    parts: Components,
+    pairs: int,
+    resolution: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile_unet: bool = False,
+    steps: int = 5,
+    warmup: int = 2,
+    rank: int = 32,
+) -> float:
     """Seconds per dual fine-tune step (AdamW on LoRA + SAIM + text LoRA), after ``warmup`` steps."""
     from diffusers import DDPMScheduler
 
@@ -94,9 +104,18 @@ def time_training(parts: Components, pairs: int, resolution: int, device: torch.
     return sum(times[warmup:]) / steps
 
 
-def time_sampling(parts: Components, pairs: int, resolution: int, steps: int, device: torch.device,
-                  dtype: torch.dtype, scheduler: str = "pndm", compile_unet: bool = False,
-                  rank: int = 32, repeats: int = 1) -> float:  # fmt: skip
+def time_sampling(
+    parts: Components,
+    pairs: int,
+    resolution: int,
+    steps: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    scheduler: str = "pndm",
+    compile_unet: bool = False,
+    rank: int = 32,
+    repeats: int = 1,
+) -> float:
     """Seconds per generated pair (CFG 2.5, ``steps`` denoising steps, ``pairs`` per batch)."""
     torch.manual_seed(0)
     model = DualAnoDiffModel(parts, rank=rank).to(device, dtype).eval()
@@ -117,19 +136,39 @@ def time_sampling(parts: Components, pairs: int, resolution: int, steps: int, de
 
 def cpu_small() -> None:
     quick = DualAnoDiffConfig(pretrained_model_name_or_path=None, **QUICK)
-    parts = build_offline_components(quick.resolution, quick.offline_unet_channels, quick.offline_vae_channels,
-                                     quick.offline_text_width, quick.offline_text_layers)  # fmt: skip
+    parts = build_offline_components(
+        quick.resolution,
+        quick.offline_unet_channels,
+        quick.offline_vae_channels,
+        quick.offline_text_width,
+        quick.offline_text_layers,
+    )
     cpu = torch.device("cpu")
     train = time_training(
         parts, quick.train_batch_size, quick.resolution, cpu, torch.float32, rank=quick.rank
     )
-    parts = build_offline_components(quick.resolution, quick.offline_unet_channels, quick.offline_vae_channels,
-                                     quick.offline_text_width, quick.offline_text_layers)  # fmt: skip
-    sample = time_sampling(parts, quick.sample_batch_size, quick.resolution, quick.num_inference_steps, cpu,
-                           torch.float32, quick.scheduler, rank=quick.rank)  # fmt: skip
-    print(f"cpu offline-small ({quick.resolution}px, {torch.get_num_threads()} threads): train "
-          f"{train:.3f} s/step (batch {quick.train_batch_size} pairs), sample {sample:.3f} s/pair "
-          f"({quick.num_inference_steps} {quick.scheduler} steps, CFG, {quick.sample_batch_size} pairs/batch)")  # fmt: skip
+    parts = build_offline_components(
+        quick.resolution,
+        quick.offline_unet_channels,
+        quick.offline_vae_channels,
+        quick.offline_text_width,
+        quick.offline_text_layers,
+    )
+    sample = time_sampling(
+        parts,
+        quick.sample_batch_size,
+        quick.resolution,
+        quick.num_inference_steps,
+        cpu,
+        torch.float32,
+        quick.scheduler,
+        rank=quick.rank,
+    )
+    print(
+        f"cpu offline-small ({quick.resolution}px, {torch.get_num_threads()} threads): train "
+        f"{train:.3f} s/step (batch {quick.train_batch_size} pairs), sample {sample:.3f} s/pair "
+        f"({quick.num_inference_steps} {quick.scheduler} steps, CFG, {quick.sample_batch_size} pairs/batch)"
+    )
 
 
 def sd15_cpu() -> None:
@@ -148,16 +187,28 @@ def sd15_cuda() -> None:
     for compiled in (False, True):
         tag = "compile" if compiled else "eager"
         torch.cuda.reset_peak_memory_stats()
-        train = time_training(sd15_components(bf16), 4, 512, dev, bf16, compile_unet=compiled,
-                              steps=10, warmup=3 if compiled else 2)  # fmt: skip
+        train = time_training(
+            sd15_components(bf16),
+            4,
+            512,
+            dev,
+            bf16,
+            compile_unet=compiled,
+            steps=10,
+            warmup=3 if compiled else 2,
+        )
         mem_train = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         sample = time_sampling(sd15_components(bf16), 4, 512, 100, dev, bf16, "pndm", compile_unet=compiled)
         mem_sample = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.empty_cache()
-        print(f"sd15-arch cuda {tag}: train {train:.3f} s/step (4 pairs, 512px, bf16, peak {mem_train:.1f} GiB); "
-              f"sample {sample:.3f} s/pair (100 PNDM steps, CFG 2.5, 4 pairs/batch, peak {mem_sample:.1f} GiB)")  # fmt: skip
+        print(
+            f"sd15-arch cuda {tag}: train {train:.3f} s/step (4 pairs, 512px, bf16, "
+            f"peak {mem_train:.1f} GiB); "
+            f"sample {sample:.3f} s/pair (100 PNDM steps, CFG 2.5, 4 pairs/batch, "
+            f"peak {mem_sample:.1f} GiB)"
+        )
 
 
 #: The quick-preset offline settings (keep in sync with the options given to benchmarks/configs/quick.yaml).

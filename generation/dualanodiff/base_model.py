@@ -35,9 +35,19 @@ MARKER = "base.json"
 def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]) -> str:
     """Cache key of an offline base: category + architecture + training settings + image files."""
     files = [(str(p), p.stat().st_size) for p in normal_images]
-    fields = ("resolution", "base_vae_steps", "base_unet_steps", "base_learning_rate", "base_batch_size",
-              "offline_unet_channels", "offline_vae_channels", "offline_text_width", "offline_text_layers",
-              "flips", "seed")  # fmt: skip
+    fields = (
+        "resolution",
+        "base_vae_steps",
+        "base_unet_steps",
+        "base_learning_rate",
+        "base_batch_size",
+        "offline_unet_channels",
+        "offline_vae_channels",
+        "offline_text_width",
+        "offline_text_layers",
+        "flips",
+        "seed",
+    )
     return f"{category}-{config_hash({f: getattr(config, f) for f in fields} | {'files': files})}"
 
 
@@ -62,9 +72,13 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
 
     device = _device(config)
     parts = build_offline_components(
-        config.resolution, config.offline_unet_channels, config.offline_vae_channels,
-        config.offline_text_width, config.offline_text_layers, seed=config.seed,
-    )  # fmt: skip
+        config.resolution,
+        config.offline_unet_channels,
+        config.offline_vae_channels,
+        config.offline_text_width,
+        config.offline_text_layers,
+        seed=config.seed,
+    )
     images = torch.stack([to_tensor(load_rgb(p, config.resolution)) for p in normal_images])
     n, bs = len(images), config.base_batch_size
     vae, unet, text = parts.vae.to(device), parts.unet.to(device), parts.text_encoder.to(device)

@@ -133,9 +133,19 @@ class DualAnoDiff(Generator):
         self._loaded = None
 
     def _unit_hash(self, samples: list[tuple[Path, Path, tuple[str, str]]]) -> str:
-        sampling = {"guidance_scale", "num_inference_steps", "scheduler", "sample_batch_size",
-                    "mask_extractor", "u2net_weights", "mask_threshold", "mask_min_area", "image_size",
-                    "device", "cache_dir"}  # fmt: skip
+        sampling = {
+            "guidance_scale",
+            "num_inference_steps",
+            "scheduler",
+            "sample_batch_size",
+            "mask_extractor",
+            "u2net_weights",
+            "mask_threshold",
+            "mask_min_area",
+            "image_size",
+            "device",
+            "cache_dir",
+        }
         training = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in sampling}
         files = [(str(i), str(m), p, Path(i).stat().st_size) for i, m, p in samples]
         return config_hash({"config": training, "base": str(self._base), "files": files})
@@ -216,8 +226,16 @@ class DualAnoDiff(Generator):
                 stop = min(stop, (start // switch_every + 1) * switch_every)
             seeds = [pair_seed(seed, defect, i) for i in range(start, stop)]
             background = backgrounds[(start // switch_every) % len(backgrounds)] if backgrounds else None
-            out = pipe(whole, part, seeds, cfg.guidance_scale, cfg.num_inference_steps, cfg.negative_prompt,
-                       cfg.resolution, background)  # fmt: skip
+            out = pipe(
+                whole,
+                part,
+                seeds,
+                cfg.guidance_scale,
+                cfg.num_inference_steps,
+                cfg.negative_prompt,
+                cfg.resolution,
+                background,
+            )
             for k, s in enumerate(seeds):
                 mask = extract(out.parts[k])
                 image, fg = resize(out.images[k]), resize(out.parts[k])

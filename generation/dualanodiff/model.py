@@ -70,9 +70,12 @@ class DualAnoDiffModel(nn.Module):
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         """Token ids padded to the tokenizer's maximum length (77 for CLIP)."""
         return self.tokenizer(
-            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
-        ).input_ids.to(self.text_encoder.device)  # fmt: skip
+        ).input_ids.to(self.text_encoder.device)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """CLIP last hidden states of ``prompts`` (B, L, D)."""

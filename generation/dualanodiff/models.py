@@ -123,8 +123,8 @@ def build_offline_components(
 
     The VAE downsamples ``len(vae_channels) - 1`` times. Unlike SD 1.5 (no attention at the deepest
     level) every UNet block has attention: in a net this small the per-branch LoRA and the
-    cross-branch module would otherwise reach only one resolution. The noise schedule is SD 1.5's (scaled linear,
-    0.00085 -> 0.012, 1000 steps).
+    cross-branch module would otherwise reach only one resolution. The noise schedule is SD 1.5's
+    (scaled linear, 0.00085 -> 0.012, 1000 steps).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

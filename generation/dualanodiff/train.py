@@ -72,8 +72,10 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         mask = next((c for c in candidates if c.exists()), None)
         (pairs.append((image, mask)) if mask else missing.append(str(candidates[0])))
     if missing or not pairs:
-        raise GenerationInputError(*(f"{m}: mask not found" for m in missing), *([] if pairs else [
-            f"{args.instance_data_dir}: no images"]))  # fmt: skip
+        raise GenerationInputError(
+            *(f"{m}: mask not found" for m in missing),
+            *([] if pairs else [f"{args.instance_data_dir}: no images"]),
+        )
     return pairs
 
 

@@ -102,9 +102,13 @@ def _atomic_dir(final: Path) -> Path:
 
 
 def save_checkpoint(
-    output_dir: Path, step: int, model: DualAnoDiffModel, optimizer: torch.optim.Optimizer, lr_sched: Any,
+    output_dir: Path,
+    step: int,
+    model: DualAnoDiffModel,
+    optimizer: torch.optim.Optimizer,
+    lr_sched: Any,
     config: DualAnoDiffConfig,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write ``checkpoint-<step>`` atomically (temporary folder, then rename)."""
     from safetensors.torch import save_file
 
@@ -123,8 +127,12 @@ def save_checkpoint(
         {k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
         for g in opt_state["param_groups"]
     ]
-    state = {"step": step, "param_groups": groups, "lr_scheduler": lr_sched.state_dict(),
-             "config": dataclasses.asdict(config)}  # fmt: skip
+    state = {
+        "step": step,
+        "param_groups": groups,
+        "lr_scheduler": lr_sched.state_dict(),
+        "config": dataclasses.asdict(config),
+    }
     (tmp / STATE).write_text(json.dumps(state, indent=2, default=str))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -198,9 +206,13 @@ def train_dual(
 
     torch.manual_seed(config.seed)  # the adapters' initialisation
     model = DualAnoDiffModel(
-        components, rank=config.rank, coupling=config.coupling, bcm=config.bcm,
-        train_text_encoder=config.train_text_encoder, bcm_hidden=config.bcm_hidden,
-    )  # fmt: skip
+        components,
+        rank=config.rank,
+        coupling=config.coupling,
+        bcm=config.bcm,
+        train_text_encoder=config.train_text_encoder,
+        bcm_hidden=config.bcm_hidden,
+    )
     vae = components.vae.to(device)
     if weight_dtype != torch.float32:
         vae.to(dtype=weight_dtype)
@@ -216,9 +228,11 @@ def train_dual(
         params, lr=config.learning_rate, betas=(0.9, 0.999), weight_decay=config.adam_weight_decay, eps=1e-8
     )
     lr_sched = get_scheduler(
-        config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=config.lr_warmup_steps,
         num_training_steps=config.max_train_steps,
-    )  # fmt: skip
+    )
     noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
 
     step = 0
@@ -229,13 +243,20 @@ def train_dual(
     model.train()
 
     last = config.max_train_steps if stop_after is None else min(config.max_train_steps, stop_after)
-    bar = tqdm(total=config.max_train_steps, initial=step, desc="dual fine-tune", unit="step",
-               disable=not progress or not accelerator.is_main_process, leave=False)  # fmt: skip
+    bar = tqdm(
+        total=config.max_train_steps,
+        initial=step,
+        desc="dual fine-tune",
+        unit="step",
+        disable=not progress or not accelerator.is_main_process,
+        leave=False,
+    )
     rank = accelerator.process_index
     while step < last:
         g = step_generator(config.seed, step, rank)
-        indices = batch_indices(len(data), config.train_batch_size, step * accelerator.num_processes + rank,
-                                config.seed)  # fmt: skip
+        indices = batch_indices(
+            len(data), config.train_batch_size, step * accelerator.num_processes + rank, config.seed
+        )
         batch = data.batch(indices, g, config.flips)
         with accelerator.autocast():
             loss = dual_loss(wrapped, accelerator.unwrap_model(wrapped), vae, noise_scheduler, batch, g)
