@@ -61,7 +61,13 @@ def test_fit_sample_write_read_and_reload(name, nut_fewshot, tmp_path):
     prompts = {gen.prompts_for(d) for d in nut_fewshot.defects}
     assert len(prompts) == len(nut_fewshot.defects)
 
-    # a second fit with the same inputs reuses the cache; save/load restores identical samples
+    # a second fit with the same inputs reuses the cached base and adapters (nothing is rewritten)
+    cached = sorted((tmp_path / "cache").rglob("*.safetensors"))
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    gen.fit(nut_fewshot, progress=False)
+    assert sorted((tmp_path / "cache").rglob("*.safetensors")) == cached
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    # save/load restores identical samples
     gen.save(tmp_path / "saved")
     restored = type(gen).load(tmp_path / "saved")
     defect = nut_fewshot.defects[0]

@@ -6,6 +6,11 @@ normal images (L1 + a small KL term), its latent scaling factor is set to 1 / st
 with the prompt "a vfx" (10 % empty prompts, so classifier-free guidance has an unconditional
 model). The text encoder stays at its random initialisation (the dual fine-tune trains its LoRA).
 
+Offline-only addition: half of every base batch are "part-like" images, random blobs of a normal
+image on mid-grey (prompt "a part"). Stable Diffusion already knows such images; a base that has
+seen only normal images cannot be steered to a grey background by attention LoRA in a few
+hundred steps, so the part branch would never learn its target. The anomaly itself is never shown.
+
 The result is an ordinary diffusers folder (``vae/ unet/ text_encoder/ tokenizer/ scheduler/``) in
 ``<cache>/base/<category>-<hash>/``, where the hash covers the architecture, the base-training
 settings and the normal images; a later run with the same inputs loads it instead of training.
@@ -29,7 +34,10 @@ from generation.dualanodiff.models import Components, build_offline_components, 
 from generation.dualanodiff.training import step_generator
 
 BASE_PROMPT = "a vfx"
+PART_PROMPT = "a part"
 MARKER = "base.json"
+#: Bumped when the base-training recipe changes, so stale cached bases are not reused.
+BASE_VERSION = 2
 
 
 def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]) -> str:
@@ -48,22 +56,27 @@ def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]
         "flips",
         "seed",
     )
-    return f"{category}-{config_hash({f: getattr(config, f) for f in fields} | {'files': files})}"
+    payload = {f: getattr(config, f) for f in fields} | {"files": files, "version": BASE_VERSION}
+    return f"{category}-{config_hash(payload)}"
 
 
 def _device(config: DualAnoDiffConfig) -> torch.device:
     return torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _augment(images: torch.Tensor, g: torch.Generator, flips: bool) -> torch.Tensor:
-    if not flips:
-        return images
+def _augment(images: torch.Tensor, g: torch.Generator, flips: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flipped images, the second half turned "part-like" (random blobs on mid-grey); and that flag."""
     out = []
     for im in images:
-        h, v = (torch.rand(2, generator=g) < 0.5).tolist()
+        h, v = (torch.rand(2, generator=g) < 0.5).tolist() if flips else (False, False)
         dims = [d for d, f in ((2, h), (1, v)) if f]
         out.append(im.flip(dims) if dims else im)
-    return torch.stack(out)
+    x = torch.stack(out)
+    part = torch.arange(len(x)) >= len(x) // 2
+    size = x.shape[-1]
+    blobs = F.interpolate(torch.randn(len(x), 1, 4, 4, generator=g), size=(size, size), mode="bicubic")
+    x = torch.where(part[:, None, None, None], x * (blobs > 0.8).float(), x)
+    return x, part
 
 
 def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
@@ -90,7 +103,7 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         range(config.base_vae_steps), desc="offline base: VAE", leave=False, disable=not progress
     ):
         g = step_generator(config.seed, step)
-        x = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips).to(device)
+        x = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips)[0].to(device)
         dist = vae.encode(x).latent_dist
         z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device)
         recon = vae.decode(z).sample
@@ -106,9 +119,14 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
 
     tok = parts.tokenizer
-    ids = tok([BASE_PROMPT, ""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt")
+    ids = tok(
+        [BASE_PROMPT, PART_PROMPT, ""],
+        padding="max_length",
+        max_length=tok.model_max_length,
+        return_tensors="pt",
+    )
     with torch.no_grad():
-        cond, uncond = text(ids.input_ids.to(device))[0]
+        cond, part_cond, uncond = text(ids.input_ids.to(device))[0]
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.base_learning_rate, weight_decay=1e-2)
     unet.train()
@@ -116,7 +134,8 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         range(config.base_unet_steps), desc="offline base: UNet", leave=False, disable=not progress
     ):
         g = step_generator(config.seed + 1, step)
-        x = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips).to(device)
+        x, part = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips)
+        x, part = x.to(device), part.to(device)[:, None, None]
         with torch.no_grad():
             dist = vae.encode(x).latent_dist
             z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device)
@@ -124,7 +143,7 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         noise = torch.randn(z.shape, generator=g).to(device)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), generator=g).to(device)
         drop = (torch.rand(bs, generator=g) < 0.1).to(device)[:, None, None]
-        embeds = torch.where(drop, uncond, cond)
+        embeds = torch.where(drop, uncond, torch.where(part, part_cond, cond))
         pred = unet(noise_scheduler.add_noise(z, noise, t), t, embeds).sample
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)

@@ -116,7 +116,7 @@ def build_offline_components(
     vae_channels: tuple[int, ...] = (32, 64, 64),
     text_width: int = 64,
     text_layers: int = 2,
-    words: tuple[str, ...] = ("a vfx with", *RARE_TOKENS),
+    words: tuple[str, ...] = ("a vfx with part", *RARE_TOKENS),
     seed: int = 0,
 ) -> Components:
     """Small randomly initialised UNet/VAE/CLIP text encoder + tokenizer (the offline base, untrained).
