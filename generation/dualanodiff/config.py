@@ -120,3 +120,10 @@ class DualAnoDiffConfig(GeneratorConfig):
     def offline(self) -> bool:
         """True when the small models are built and trained locally."""
         return self.pretrained_model_name_or_path in (None, "", "offline")
+
+
+@dataclass
+class DualAnoDiffBCMConfig(DualAnoDiffConfig):
+    """The ``dualanodiff-bcm`` defaults: background compensation on."""
+
+    bcm: bool = True

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from generation.base import FewShotSet, GeneratedPair, Generator, config_hash, pair_seed
-from generation.dualanodiff.config import DualAnoDiffConfig
+from generation.dualanodiff.config import DualAnoDiffBCMConfig, DualAnoDiffConfig
 from generation.registry import register_generator
 
 ALL_DEFECTS = "_all"
@@ -67,15 +67,12 @@ class DualAnoDiff(Generator):
         "checkpointing_steps": 0,
         "device": "cpu",
     }
-    bcm: ClassVar[bool] = False
 
     def __init__(self, config: DualAnoDiffConfig | None = None, **options: Any) -> None:
-        if config is None and self.bcm:
-            options.setdefault("bcm", True)
         super().__init__(config, **options)
         self._units: dict[str, Path] = {}  # unit name -> adapter folder
         self._base: Path | str | None = None
-        self._loaded: tuple[str, Any] | None = None  # (unit, (pipeline, prompts...)) kept for sampling
+        self._loaded: tuple[str, Any] | None = None  # (unit, pipeline) of the last sampled unit
 
     # ---- training -------------------------------------------------------------------------
     @property
@@ -283,5 +280,4 @@ class DualAnoDiff(Generator):
 class DualAnoDiffBCM(DualAnoDiff):
     """DualAnoDiff with the background compensation module (the released ``bcm-`` variant)."""
 
-    bcm: ClassVar[bool] = True
-    smoke_options: ClassVar[dict[str, Any]] = {**DualAnoDiff.smoke_options, "bcm": True}
+    Config: ClassVar[type[DualAnoDiffConfig]] = DualAnoDiffBCMConfig
