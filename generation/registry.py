@@ -21,7 +21,7 @@ from generation.errors import GenerationInputError
 
 ENTRY_POINT_GROUP = "anobench.generators"
 # Modules whose import registers the built-in generators.
-_BUILTIN_MODULES = ("generation.baselines",)
+_BUILTIN_MODULES = ("generation.baselines", "generation.dualanodiff")
 
 _REGISTRY: dict[str, type[Generator]] = {}
 _loaded = False

@@ -1,0 +1,240 @@
+"""DualAnoDiff speed: training seconds/step and sampling seconds/pair.
+
+(a) CPU, the offline small model at the quick-preset size;
+(b) the real Stable Diffusion 1.5 architecture built from its config with random weights (speed does
+    not need the weights): on CUDA at 512 px, batch 4 pairs, bf16, SDPA, with and without
+    torch.compile, with peak GPU memory; on CPU one dual step at a small batch/resolution.
+
+    PYTHONPATH=. python benchmarks/perf/dualanodiff_speed.py            # everything that fits the machine
+    PYTHONPATH=. python benchmarks/perf/dualanodiff_speed.py --only sd15-cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from generation.dualanodiff.config import DualAnoDiffConfig
+from generation.dualanodiff.data import PairData
+from generation.dualanodiff.model import DualAnoDiffModel
+from generation.dualanodiff.models import (
+    Components,
+    build_offline_components,
+    build_tokenizer,
+    sampling_scheduler,
+    sd15_configs,
+)
+from generation.dualanodiff.pipeline import DualAnoDiffPipeline
+from generation.dualanodiff.training import dual_loss, step_generator
+
+PROMPTS = ("a vfx with sks", "sks")
+
+
+def sd15_components(dtype: torch.dtype) -> Components:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = sd15_configs()
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    return Components(
+        vae=AutoencoderKL(**cfg["vae"]).to(dtype),
+        unet=UNet2DConditionModel(**cfg["unet"]).to(dtype),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg["text"])).to(dtype),
+        tokenizer=build_tokenizer(list(PROMPTS)),
+        scheduler_config=dict(scheduler.config),
+    )
+
+
+def random_pairs(n: int, resolution: int) -> PairData:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 3, resolution, resolution, generator=g) * 2 - 1
+    masks = (torch.rand(n, 1, resolution, resolution, generator=g) > 0.7).float()
+    return PairData(images=images, masks=masks, prompts=[PROMPTS] * n)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_training(
+    parts: Components,
+    pairs: int,
+    resolution: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile_unet: bool = False,
+    steps: int = 5,
+    warmup: int = 2,
+    rank: int = 32,
+) -> float:
+    """Seconds per dual fine-tune step (AdamW on LoRA + SAIM + text LoRA), after ``warmup`` steps."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(0)
+    model = DualAnoDiffModel(parts, rank=rank).to(device)
+    for p in model.parameters():
+        p.data = p.data.to(dtype if not p.requires_grad else torch.float32)
+    vae = parts.vae.to(device, dtype)
+    if compile_unet:
+        model.unet = torch.compile(model.unet)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=1e-2)
+    noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
+    data = random_pairs(pairs, resolution)
+    model.train()
+    times = []
+    for step in range(warmup + steps):
+        sync(device)
+        t0 = time.perf_counter()
+        g = step_generator(0, step)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = dual_loss(model, model, vae, noise_scheduler, data.batch(list(range(pairs)), g, True), g)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    del opt
+    return sum(times[warmup:]) / steps
+
+
+def time_sampling(
+    parts: Components,
+    pairs: int,
+    resolution: int,
+    steps: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    scheduler: str = "pndm",
+    compile_unet: bool = False,
+    rank: int = 32,
+    repeats: int = 1,
+) -> float:
+    """Seconds per generated pair (CFG 2.5, ``steps`` denoising steps, ``pairs`` per batch)."""
+    torch.manual_seed(0)
+    model = DualAnoDiffModel(parts, rank=rank).to(device, dtype).eval()
+    if compile_unet:
+        model.unet = torch.compile(model.unet)
+    pipe = DualAnoDiffPipeline(
+        model, parts.vae.to(device, dtype), sampling_scheduler(scheduler, parts.scheduler_config)
+    )
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        pipe(*PROMPTS, seeds=list(range(pairs)), num_inference_steps=2, resolution=resolution)  # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        for r in range(repeats):
+            pipe(*PROMPTS, seeds=list(range(r, r + pairs)), num_inference_steps=steps, resolution=resolution)
+        sync(device)
+    return (time.perf_counter() - t0) / (pairs * repeats)
+
+
+def cpu_small() -> None:
+    quick = DualAnoDiffConfig(pretrained_model_name_or_path=None, **QUICK)
+    parts = build_offline_components(
+        quick.resolution,
+        quick.offline_unet_channels,
+        quick.offline_vae_channels,
+        quick.offline_text_width,
+        quick.offline_text_layers,
+    )
+    cpu = torch.device("cpu")
+    train = time_training(
+        parts, quick.train_batch_size, quick.resolution, cpu, torch.float32, rank=quick.rank
+    )
+    parts = build_offline_components(
+        quick.resolution,
+        quick.offline_unet_channels,
+        quick.offline_vae_channels,
+        quick.offline_text_width,
+        quick.offline_text_layers,
+    )
+    sample = time_sampling(
+        parts,
+        quick.sample_batch_size,
+        quick.resolution,
+        quick.num_inference_steps,
+        cpu,
+        torch.float32,
+        quick.scheduler,
+        rank=quick.rank,
+    )
+    print(
+        f"cpu offline-small ({quick.resolution}px, {torch.get_num_threads()} threads): train "
+        f"{train:.3f} s/step (batch {quick.train_batch_size} pairs), sample {sample:.3f} s/pair "
+        f"({quick.num_inference_steps} {quick.scheduler} steps, CFG, {quick.sample_batch_size} pairs/batch)"
+    )
+
+
+def sd15_cpu() -> None:
+    cpu = torch.device("cpu")
+    train = time_training(sd15_components(torch.float32), 1, 128, cpu, torch.float32, steps=1, warmup=1)
+    print(f"cpu sd15-arch (128px, 1 pair, fp32, {torch.get_num_threads()} threads): train {train:.2f} s/step")
+
+
+def sd15_cuda() -> None:
+    if not torch.cuda.is_available():
+        print("sd15-cuda: skipped (no CUDA device on this machine)")
+        return
+    dev, bf16 = torch.device("cuda"), torch.bfloat16
+    torch.backends.cuda.matmul.allow_tf32 = True
+    print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}")
+    for compiled in (False, True):
+        tag = "compile" if compiled else "eager"
+        torch.cuda.reset_peak_memory_stats()
+        train = time_training(
+            sd15_components(bf16),
+            4,
+            512,
+            dev,
+            bf16,
+            compile_unet=compiled,
+            steps=10,
+            warmup=3 if compiled else 2,
+        )
+        mem_train = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        sample = time_sampling(sd15_components(bf16), 4, 512, 100, dev, bf16, "pndm", compile_unet=compiled)
+        mem_sample = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.empty_cache()
+        print(
+            f"sd15-arch cuda {tag}: train {train:.3f} s/step (4 pairs, 512px, bf16, "
+            f"peak {mem_train:.1f} GiB); "
+            f"sample {sample:.3f} s/pair (100 PNDM steps, CFG 2.5, 4 pairs/batch, "
+            f"peak {mem_sample:.1f} GiB)"
+        )
+
+
+#: The quick-preset offline settings (keep in sync with the options given to benchmarks/configs/quick.yaml).
+QUICK = {
+    "resolution": 64,
+    "train_batch_size": 4,
+    "rank": 8,
+    "offline_unet_channels": (32, 64),
+    "offline_vae_channels": (16, 32, 32),
+    "offline_text_width": 32,
+    "offline_text_layers": 1,
+    "num_inference_steps": 10,
+    "scheduler": "dpm",
+    "sample_batch_size": 16,
+}
+
+PARTS = {"cpu-small": cpu_small, "sd15-cpu": sd15_cpu, "sd15-cuda": sd15_cuda}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run only these parts")
+    args = parser.parse_args()
+    for name in args.only or PARTS:
+        PARTS[name]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Offline base: small VAE + UNet trained on a category's normal images, cached on disk.
+
+Stands in for Stable Diffusion where no weights can be had. The VAE learns to reconstruct the
+normal images (L1 + a small KL term), its latent scaling factor is set to 1 / std of the latents
+(SD's 0.18215 comes from the same rule); then the UNet learns eps-prediction on those latents
+with the prompt "a vfx" (10 % empty prompts, so classifier-free guidance has an unconditional
+model). The text encoder stays at its random initialisation (the dual fine-tune trains its LoRA).
+
+Offline-only addition: half of every base batch are "part-like" images, random blobs of a normal
+image on mid-grey (prompt "a part"). Stable Diffusion already knows such images; a base that has
+seen only normal images cannot be steered to a grey background by attention LoRA in a few
+hundred steps, so the part branch would never learn its target. The anomaly itself is never shown.
+
+The result is an ordinary diffusers folder (``vae/ unet/ text_encoder/ tokenizer/ scheduler/``) in
+``<cache>/base/<category>-<hash>/``, where the hash covers the architecture, the base-training
+settings and the normal images; a later run with the same inputs loads it instead of training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from generation.base import config_hash, load_rgb
+from generation.dualanodiff.config import DualAnoDiffConfig
+from generation.dualanodiff.data import to_tensor
+from generation.dualanodiff.models import Components, build_offline_components, load_components
+from generation.dualanodiff.training import step_generator
+
+BASE_PROMPT = "a vfx"
+PART_PROMPT = "a part"
+MARKER = "base.json"
+#: Bumped when the base-training recipe changes, so stale cached bases are not reused.
+BASE_VERSION = 2
+
+
+def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]) -> str:
+    """Cache key of an offline base: category + architecture + training settings + image files."""
+    files = [(str(p), p.stat().st_size) for p in normal_images]
+    fields = (
+        "resolution",
+        "base_vae_steps",
+        "base_unet_steps",
+        "base_learning_rate",
+        "base_batch_size",
+        "offline_unet_channels",
+        "offline_vae_channels",
+        "offline_text_width",
+        "offline_text_layers",
+        "flips",
+        "seed",
+    )
+    payload = {f: getattr(config, f) for f in fields} | {"files": files, "version": BASE_VERSION}
+    return f"{category}-{config_hash(payload)}"
+
+
+def _device(config: DualAnoDiffConfig) -> torch.device:
+    return torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _augment(images: torch.Tensor, g: torch.Generator, flips: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flipped images, the second half turned "part-like" (random blobs on mid-grey); and that flag."""
+    out = []
+    for im in images:
+        h, v = (torch.rand(2, generator=g) < 0.5).tolist() if flips else (False, False)
+        dims = [d for d, f in ((2, h), (1, v)) if f]
+        out.append(im.flip(dims) if dims else im)
+    x = torch.stack(out)
+    part = torch.arange(len(x)) >= len(x) // 2
+    size = x.shape[-1]
+    blobs = F.interpolate(torch.randn(len(x), 1, 4, 4, generator=g), size=(size, size), mode="bicubic")
+    x = torch.where(part[:, None, None, None], x * (blobs > 0.8).float(), x)
+    return x, part
+
+
+def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
+    """Build the small models and train VAE, then UNet, on ``normal_images`` (in memory)."""
+    from diffusers import DDPMScheduler
+
+    device = _device(config)
+    parts = build_offline_components(
+        config.resolution,
+        config.offline_unet_channels,
+        config.offline_vae_channels,
+        config.offline_text_width,
+        config.offline_text_layers,
+        seed=config.seed,
+    )
+    images = torch.stack([to_tensor(load_rgb(p, config.resolution)) for p in normal_images])
+    n, bs = len(images), config.base_batch_size
+    vae, unet, text = parts.vae.to(device), parts.unet.to(device), parts.text_encoder.to(device)
+    text.requires_grad_(False)
+
+    opt = torch.optim.AdamW(vae.parameters(), lr=config.base_learning_rate, weight_decay=0.0)
+    vae.train()
+    for step in tqdm(
+        range(config.base_vae_steps), desc="offline base: VAE", leave=False, disable=not progress
+    ):
+        g = step_generator(config.seed, step)
+        x = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips)[0].to(device)
+        dist = vae.encode(x).latent_dist
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device)
+        recon = vae.decode(z).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-6 * dist.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        latents = torch.cat(
+            [vae.encode(images[i : i + 32].to(device)).latent_dist.mean for i in range(0, n, 32)]
+        )
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
+
+    tok = parts.tokenizer
+    ids = tok(
+        [BASE_PROMPT, PART_PROMPT, ""],
+        padding="max_length",
+        max_length=tok.model_max_length,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        cond, part_cond, uncond = text(ids.input_ids.to(device))[0]
+    noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
+    opt = torch.optim.AdamW(unet.parameters(), lr=config.base_learning_rate, weight_decay=1e-2)
+    unet.train()
+    for step in tqdm(
+        range(config.base_unet_steps), desc="offline base: UNet", leave=False, disable=not progress
+    ):
+        g = step_generator(config.seed + 1, step)
+        x, part = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips)
+        x, part = x.to(device), part.to(device)[:, None, None]
+        with torch.no_grad():
+            dist = vae.encode(x).latent_dist
+            z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device)
+            z = z * vae.config.scaling_factor
+        noise = torch.randn(z.shape, generator=g).to(device)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), generator=g).to(device)
+        drop = (torch.rand(bs, generator=g) < 0.1).to(device)[:, None, None]
+        embeds = torch.where(drop, uncond, torch.where(part, part_cond, cond))
+        pred = unet(noise_scheduler.add_noise(z, noise, t), t, embeds).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+    unet.eval().requires_grad_(False)
+    for module in (vae, unet, text):
+        module.to("cpu")
+    return parts
+
+
+def offline_base(
+    config: DualAnoDiffConfig,
+    category: str,
+    normal_images: list[Path],
+    cache_dir: Path,
+    progress: bool = True,
+) -> Path:
+    """The cached offline base folder of ``category``, trained first when absent."""
+    from generation.errors import GenerationInputError
+
+    if not normal_images:
+        raise GenerationInputError(
+            f"category {category!r}: the offline mode trains its base on normal images, and there are none "
+            "(train/good is empty); give pretrained_model_name_or_path instead"
+        )
+    folder = cache_dir / "base" / base_key(config, category, normal_images)
+    if (folder / MARKER).exists():
+        return folder
+    parts = train_base(config, normal_images, progress)
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    parts.save_pretrained(tmp)
+    (tmp / MARKER).write_text(json.dumps({"category": category, "normal_images": len(normal_images)}))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def load_base(folder: Path) -> Components:
+    """Load a cached base (same code path as a pretrained model folder)."""
+    return load_components(folder)
+
+
+__all__ = ["base_key", "load_base", "offline_base", "train_base"]

@@ -1,0 +1,129 @@
+"""Every DualAnoDiff setting, with the released code's values as defaults (the paper preset).
+
+A light module (no torch import): the registry imports it to list the generator's options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from generation.base import GeneratorConfig
+
+SCHEDULERS = ("pndm", "ddim", "dpm")
+GRANULARITIES = ("defect", "category")
+MASK_EXTRACTORS = ("threshold", "u2net")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class DualAnoDiffConfig(GeneratorConfig):
+    """DualAnoDiff options; defaults reproduce the released code (SD 1.5, 512 px, 5000 steps).
+
+    Attributes:
+        pretrained_model_name_or_path: local diffusers folder or hub id (SD 1.5:
+            ``stable-diffusion-v1-5/stable-diffusion-v1-5``); None or "offline" builds small
+            models from configs and trains their base on the category's normal images first.
+        resolution: training and sampling resolution (pixels, square).
+        train_batch_size: pairs per step; learning_rate, lr_scheduler, lr_warmup_steps,
+            adam_weight_decay, max_grad_norm, max_train_steps: the optimiser (AdamW).
+        rank: LoRA rank of each branch and of the text encoder.
+        train_text_encoder: train the shared text-encoder LoRA.
+        coupling: the cross-branch module (False: the no-SAIM ablation).
+        bcm: background compensation (the ``dualanodiff-bcm`` variant).
+        whole_prompt, part_prompt: the nested prompts; ``sks`` is replaced by the defect's own
+            rare token when ``granularity == "category"``.
+        granularity: ``defect`` (one model per defect type, the reference) or ``category``
+            (one model per category, one rare token per defect type).
+        flips: random horizontal + vertical flips (same for image and mask).
+        checkpointing_steps: save a resumable checkpoint every so many steps (0: never).
+        gradient_checkpointing, mixed_precision: memory/speed options of the trainer.
+        seed: training seed (32 in the released script).
+        guidance_scale, num_inference_steps, scheduler, sample_batch_size: sampling (pairs per
+            UNet batch); the paper: 2.5, 100, PNDM.
+        mask_extractor: ``threshold`` (distance from mid-grey) or ``u2net`` (needs u2net_weights).
+        mask_threshold: threshold on the part image's max |channel| in [-1, 1] (mid-grey = 0).
+        mask_min_area: connected components smaller than this fraction of the image are dropped.
+        base_vae_steps, base_unet_steps, base_learning_rate, base_batch_size: offline base training.
+        offline_unet_channels, offline_vae_channels, offline_text_width, offline_text_layers:
+            the small offline architecture.
+        cache_dir: where offline bases and trained adapters are cached (None: ~/.cache/anobench).
+        device: torch device for fit/sample (None: CUDA when available, else CPU).
+    """
+
+    pretrained_model_name_or_path: str | None = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    resolution: int = 512
+    train_batch_size: int = 4
+    learning_rate: float = 2e-5
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    adam_weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    max_train_steps: int = 5000
+    rank: int = 32
+    train_text_encoder: bool = True
+    coupling: bool = True
+    bcm: bool = False
+    bcm_hidden: int = 320
+    whole_prompt: str = "a vfx with sks"
+    part_prompt: str = "sks"
+    negative_prompt: str = ""
+    granularity: str = "defect"
+    flips: bool = True
+    checkpointing_steps: int = 1000
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"
+    seed: int = 32
+    guidance_scale: float = 2.5
+    num_inference_steps: int = 100
+    scheduler: str = "pndm"
+    sample_batch_size: int = 4
+    mask_extractor: str = "threshold"
+    u2net_weights: str | None = None
+    mask_threshold: float = 0.2
+    mask_min_area: float = 0.0005
+    base_vae_steps: int = 2000
+    base_unet_steps: int = 10000
+    base_learning_rate: float = 1e-3
+    base_batch_size: int = 16
+    offline_unet_channels: tuple[int, ...] = (64, 128, 256)
+    offline_vae_channels: tuple[int, ...] = (64, 128, 128)
+    offline_text_width: int = 128
+    offline_text_layers: int = 4
+    cache_dir: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        from generation.errors import GenerationInputError
+
+        self.offline_unet_channels = tuple(self.offline_unet_channels)
+        self.offline_vae_channels = tuple(self.offline_vae_channels)
+        problems = []
+        for name, allowed in (
+            ("scheduler", SCHEDULERS),
+            ("granularity", GRANULARITIES),
+            ("mask_extractor", MASK_EXTRACTORS),
+            ("mixed_precision", MIXED_PRECISION),
+        ):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        for name in ("resolution", "train_batch_size", "max_train_steps", "rank", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.resolution % 8:
+            problems.append(f"resolution={self.resolution}: must be a multiple of 8")
+        if self.mask_extractor == "u2net" and not self.u2net_weights:
+            problems.append("mask_extractor='u2net' needs u2net_weights=PATH (the u2net.pth file)")
+        if problems:
+            raise GenerationInputError(*problems)
+
+    @property
+    def offline(self) -> bool:
+        """True when the small models are built and trained locally."""
+        return self.pretrained_model_name_or_path in (None, "", "offline")
+
+
+@dataclass
+class DualAnoDiffBCMConfig(DualAnoDiffConfig):
+    """The ``dualanodiff-bcm`` defaults: background compensation on."""
+
+    bcm: bool = True

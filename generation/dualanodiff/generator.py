@@ -1,0 +1,283 @@
+"""``dualanodiff`` and ``dualanodiff-bcm``: the generators the benchmark runs.
+
+``fit`` trains one model per (category, defect type) (``granularity="defect"``, the reference) or
+one per category with a rare token per defect type (``"category"``); in offline mode it first
+builds/loads the category's base. Trained adapters are cached under
+``<cache>/adapters/<category>-<unit>-<hash>/`` (the hash covers the config, the base and the
+few-shot files), so a repeated or interrupted run reuses or resumes them. ``sample`` batches the
+pairs, seeds pair i with :func:`generation.base.pair_seed` and extracts the mask from the part.
+
+Heavy libraries (torch, diffusers, transformers) are imported inside the methods: importing the
+registry stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from generation.base import FewShotSet, GeneratedPair, Generator, config_hash, pair_seed
+from generation.dualanodiff.config import DualAnoDiffBCMConfig, DualAnoDiffConfig
+from generation.registry import register_generator
+
+ALL_DEFECTS = "_all"
+
+
+def default_cache_dir() -> Path:
+    """``$ANOBENCH_CACHE`` or ``~/.cache/anobench``, plus ``dualanodiff``."""
+    return Path(os.environ.get("ANOBENCH_CACHE", Path.home() / ".cache" / "anobench")) / "dualanodiff"
+
+
+@register_generator("dualanodiff")
+class DualAnoDiff(Generator):
+    """Dual-interrelated diffusion (DualAnoDiff, CVPR 2025) as the released code does it.
+
+    Example:
+        >>> from generation import create_generator
+        >>> gen = create_generator("dualanodiff", pretrained_model_name_or_path=None, resolution=32)
+        >>> gen.config.offline
+        True
+    """
+
+    Config: ClassVar[type[DualAnoDiffConfig]] = DualAnoDiffConfig
+    writes_fg: ClassVar[bool] = True
+    #: A tiny offline model and 2 steps everywhere: fit + a few pairs in seconds on a CPU.
+    smoke_options: ClassVar[dict[str, Any]] = {
+        "pretrained_model_name_or_path": None,
+        "resolution": 32,
+        "granularity": "category",
+        "max_train_steps": 2,
+        "train_batch_size": 2,
+        "rank": 2,
+        "base_vae_steps": 2,
+        "base_unet_steps": 2,
+        "base_batch_size": 2,
+        "offline_unet_channels": (16, 32),
+        "offline_vae_channels": (16, 32),
+        "offline_text_width": 16,
+        "offline_text_layers": 1,
+        "bcm_hidden": 16,
+        "num_inference_steps": 2,
+        "scheduler": "ddim",
+        "checkpointing_steps": 0,
+        "device": "cpu",
+    }
+
+    def __init__(self, config: DualAnoDiffConfig | None = None, **options: Any) -> None:
+        super().__init__(config, **options)
+        self._units: dict[str, Path] = {}  # unit name -> adapter folder
+        self._base: Path | str | None = None
+        self._loaded: tuple[str, Any] | None = None  # (unit, pipeline) of the last sampled unit
+
+    # ---- training -------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        """Where bases and adapters are cached."""
+        return Path(self.config.cache_dir).expanduser() if self.config.cache_dir else default_cache_dir()
+
+    def prompts_for(self, defect: str) -> tuple[str, str]:
+        """(whole, part) prompts of ``defect`` (per-category models: the defect's own rare token)."""
+        from generation.dualanodiff.models import RARE_TOKENS
+
+        cfg = self.config
+        if cfg.granularity == "defect":
+            return cfg.whole_prompt, cfg.part_prompt
+        defects = self._require_fit().defects
+        token = RARE_TOKENS[defects.index(defect) % len(RARE_TOKENS)]
+        return cfg.whole_prompt.replace("sks", token), cfg.part_prompt.replace("sks", token)
+
+    def _unit_of(self, defect: str) -> str:
+        return defect if self.config.granularity == "defect" else ALL_DEFECTS
+
+    def fit(self, fewshot: FewShotSet, progress: bool = True) -> None:
+        """Train (or reuse from the cache) the base and one adapter set per unit."""
+        from generation.dualanodiff.data import load_pair_data
+        from generation.errors import GenerationInputError
+
+        cfg = self.config
+        empty = [d for d, pairs in fewshot.anomalies.items() if not pairs]
+        if empty or not fewshot.anomalies:
+            raise GenerationInputError(
+                f"category {fewshot.category!r}: no few-shot anomalies for "
+                f"{', '.join(empty) or 'any defect'}; "
+                "DualAnoDiff needs at least one (image, mask) pair per defect type"
+            )
+        self.fewshot = fewshot
+        if cfg.offline:
+            from generation.dualanodiff.base_model import offline_base
+
+            self._base = offline_base(cfg, fewshot.category, fewshot.normal_images, self.cache_dir, progress)
+        else:
+            self._base = cfg.pretrained_model_name_or_path
+        colour = self._background_colour() if cfg.bcm else None
+        units: dict[str, list[str]] = {}
+        for defect in fewshot.defects:
+            units.setdefault(self._unit_of(defect), []).append(defect)
+        for unit, defects in units.items():
+            samples = [(i, m, self.prompts_for(d)) for d in defects for i, m in fewshot.anomalies[d]]
+            folder = self.cache_dir / "adapters" / f"{fewshot.category}-{unit}-{self._unit_hash(samples)}"
+            if not (folder / "weights.safetensors").exists():
+                from generation.dualanodiff.training import train_dual
+
+                data = load_pair_data(samples, cfg.resolution, colour, bcm=cfg.bcm)
+                train_dual(self._components(), data, cfg, folder, resume="latest", progress=progress)
+            self._units[unit] = folder
+        self._loaded = None
+
+    def _unit_hash(self, samples: list[tuple[Path, Path, tuple[str, str]]]) -> str:
+        sampling = {
+            "guidance_scale",
+            "num_inference_steps",
+            "scheduler",
+            "sample_batch_size",
+            "mask_extractor",
+            "u2net_weights",
+            "mask_threshold",
+            "mask_min_area",
+            "image_size",
+            "device",
+            "cache_dir",
+        }
+        training = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in sampling}
+        files = [(str(i), str(m), p, Path(i).stat().st_size) for i, m, p in samples]
+        return config_hash({"config": training, "base": str(self._base), "files": files})
+
+    def _components(self):
+        from generation.dualanodiff.models import load_components
+
+        return load_components(self._base)
+
+    def _background_colour(self):
+        from generation.dualanodiff.data import estimate_background_colour
+
+        fewshot = self._require_fit()
+        if fewshot.is_object is False or not fewshot.normal_images:
+            return None  # textures: the whole image is background
+        return estimate_background_colour(fewshot.normal_images, self.config.resolution)
+
+    # ---- sampling -------------------------------------------------------------------------
+    def _pipeline(self, unit: str):
+        import torch
+
+        from generation.dualanodiff.model import DualAnoDiffModel
+        from generation.dualanodiff.models import sampling_scheduler
+        from generation.dualanodiff.pipeline import DualAnoDiffPipeline
+
+        if self._loaded is not None and self._loaded[0] == unit:
+            return self._loaded[1]
+        cfg = self.config
+        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        parts = self._components()
+        model = DualAnoDiffModel(
+            parts, cfg.rank, cfg.coupling, cfg.bcm, cfg.train_text_encoder, cfg.bcm_hidden
+        )
+        model.to(device)
+        model.load_trainable(self._units[unit] / "weights.safetensors")
+        model.eval()
+        pipe = DualAnoDiffPipeline(
+            model, parts.vae.to(device), sampling_scheduler(cfg.scheduler, parts.scheduler_config)
+        )
+        self._loaded = (unit, pipe)
+        return pipe
+
+    def _backgrounds(self) -> list[Any]:
+        """BCM conditions at inference: the first len//3 normal images, object blacked out."""
+        from generation.base import load_rgb
+        from generation.dualanodiff.data import background_condition, to_tensor
+
+        fewshot = self._require_fit()
+        colour = self._background_colour()
+        pool = fewshot.normal_images[: max(1, len(fewshot.normal_images) // 3)]
+        return [to_tensor(background_condition(load_rgb(p, self.config.resolution), colour)) for p in pool]
+
+    def sample(self, defect: str, n: int, seed: int) -> Iterator[GeneratedPair]:
+        """Yield ``n`` (image, mask, part) pairs; pair i is seeded by pair_seed(seed, defect, i)."""
+        import numpy as np
+        from PIL import Image
+
+        from generation.dualanodiff.masks import mask_extractor
+
+        self._check_defect(defect)
+        cfg = self.config
+        extract = mask_extractor(cfg.mask_extractor, cfg.mask_threshold, cfg.mask_min_area, cfg.u2net_weights)
+        pipe = self._pipeline(self._unit_of(defect))
+        whole, part = self.prompts_for(defect)
+        backgrounds = self._backgrounds() if cfg.bcm else []
+        switch_every = 50  # the released BCM inference switches the background every 50 images
+
+        def resize(a: np.ndarray, nearest: bool = False) -> np.ndarray:
+            if cfg.image_size is None or a.shape[0] == cfg.image_size:
+                return a
+            mode = Image.NEAREST if nearest else Image.BICUBIC
+            return np.asarray(Image.fromarray(a).resize((cfg.image_size, cfg.image_size), mode))
+
+        start = 0
+        while start < n:
+            stop = min(n, start + cfg.sample_batch_size)
+            if backgrounds:  # one background per batch: cut batches at background switches
+                stop = min(stop, (start // switch_every + 1) * switch_every)
+            seeds = [pair_seed(seed, defect, i) for i in range(start, stop)]
+            background = backgrounds[(start // switch_every) % len(backgrounds)] if backgrounds else None
+            out = pipe(
+                whole,
+                part,
+                seeds,
+                cfg.guidance_scale,
+                cfg.num_inference_steps,
+                cfg.negative_prompt,
+                cfg.resolution,
+                background,
+            )
+            for k, s in enumerate(seeds):
+                mask = extract(out.parts[k])
+                image, fg = resize(out.images[k]), resize(out.parts[k])
+                mask = resize(mask.astype(np.uint8) * 255, nearest=True) > 127
+                yield GeneratedPair(image=image, mask=mask, seed=s, fg=fg)
+            start = stop
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the config, the few-shot lists, the adapters and (offline) the base into ``path``."""
+        super().save(path)
+        path = Path(path)
+        fewshot = self._require_fit()
+        for unit, folder in self._units.items():
+            dest = path / "adapters" / unit
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            for name in ("weights.safetensors", "config.json"):
+                shutil.copy2(folder / name, dest / name)
+        base = self._base
+        if self.config.offline and base is not None:
+            shutil.rmtree(path / "base", ignore_errors=True)
+            shutil.copytree(base, path / "base")
+            base = "base"
+        state = {"category": fewshot.category, "base": str(base), "units": sorted(self._units)}
+        (path / "dualanodiff.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> DualAnoDiff:
+        """Restore a generator written by :meth:`save` (no training, no cache needed)."""
+        from generation.base import _fewshot_from_json
+
+        path = Path(path)
+        saved = json.loads((path / "generator.json").read_text())
+        state = json.loads((path / "dualanodiff.json").read_text())
+        config = saved["config"]
+        gen = cls(cls.Config(**config))
+        gen.fewshot = _fewshot_from_json(saved["fewshot"])
+        gen._base = path / "base" if state["base"] == "base" else state["base"]
+        gen._units = {unit: path / "adapters" / unit for unit in state["units"]}
+        return gen
+
+
+@register_generator("dualanodiff-bcm")
+class DualAnoDiffBCM(DualAnoDiff):
+    """DualAnoDiff with the background compensation module (the released ``bcm-`` variant)."""
+
+    Config: ClassVar[type[DualAnoDiffConfig]] = DualAnoDiffBCMConfig

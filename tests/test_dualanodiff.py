@@ -1,0 +1,282 @@
+"""DualAnoDiff on tiny models built from configs (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from generation.dualanodiff.config import DualAnoDiffConfig
+
+TINY = {
+    "pretrained_model_name_or_path": None,
+    "resolution": 16,
+    "rank": 2,
+    "train_batch_size": 2,
+    "learning_rate": 1e-2,
+    "offline_unet_channels": (8, 16),
+    "offline_vae_channels": (8, 16),
+    "offline_text_width": 16,
+    "offline_text_layers": 1,
+    "bcm_hidden": 8,
+    "checkpointing_steps": 0,
+    "device": "cpu",
+    "seed": 3,
+}
+
+
+def tiny_config(**overrides) -> DualAnoDiffConfig:
+    return DualAnoDiffConfig(**{**TINY, **overrides})
+
+
+def tiny_components():
+    from generation.dualanodiff.models import build_offline_components
+
+    c = tiny_config()
+    return build_offline_components(16, c.offline_unet_channels, c.offline_vae_channels, 16, 1, seed=0)
+
+
+def tiny_model(coupling: bool = True, bcm: bool = False, seed: int = 0):
+    from generation.dualanodiff.model import DualAnoDiffModel
+
+    parts = tiny_components()
+    torch.manual_seed(seed)
+    return DualAnoDiffModel(parts, rank=2, coupling=coupling, bcm=bcm, bcm_hidden=8).eval(), parts
+
+
+@pytest.fixture(scope="module")
+def pair_data(tmp_path_factory):
+    """Three 16x16 anomaly images with square masks."""
+    from PIL import Image
+
+    from generation.dualanodiff.data import load_pair_data
+
+    root = tmp_path_factory.mktemp("pairs")
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(3):
+        image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4 + i : 9 + i, 3:10] = 255
+        Image.fromarray(image).save(root / f"{i}.png")
+        Image.fromarray(mask).save(root / f"{i}_mask.png")
+        samples.append((root / f"{i}.png", root / f"{i}_mask.png", ("a vfx with sks", "sks")))
+    return load_pair_data(samples, 16), load_pair_data(samples, 16, np.array([0.0, 0.0, 0.0]), bcm=True)
+
+
+def _inputs(pairs: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(2 * pairs, 4, 8, 8, generator=g)
+    t = torch.full((2 * pairs,), 500)
+    return latents, t
+
+
+def _embeds(model, pairs: int = 2):
+    with torch.no_grad():
+        return model.encode_prompts(["a vfx with sks", "sks"] * pairs)
+
+
+def test_part_target_is_grey_outside_mask(pair_data):
+    data, _ = pair_data
+    wholes, parts, prompts, _ = data.batch([0, 1], torch.Generator().manual_seed(0), flips=True)
+    masks = data.masks[[0, 1]]
+    # flips are shared by image and mask: the part is zero (mid-grey) exactly outside the flipped mask
+    for part, whole in zip(parts, wholes, strict=True):
+        inside = part != 0
+        assert torch.equal(part[inside], whole[inside])
+        assert 0 < inside[0].float().mean() < 1
+    assert {tuple(m.sum().tolist() for m in masks)}  # masks are non-empty
+    assert prompts == [("a vfx with sks", "sks")] * 2
+
+
+def test_branches_interact_only_with_coupling():
+    for coupling in (True, False):
+        model, _ = tiny_model(coupling=coupling)
+        latents, t = _inputs()
+        embeds = _embeds(model)
+        changed = latents.clone()
+        changed[1::2] += 1.0  # every part-branch input
+        with torch.no_grad():
+            a, b = model(latents, t, embeds), model(changed, t, embeds)
+        whole_diff = (a[0::2] - b[0::2]).abs().max().item()
+        assert (a[1::2] - b[1::2]).abs().max().item() > 1e-3
+        if coupling:
+            assert whole_diff > 1e-4, "the part branch must influence the whole branch"
+        else:
+            assert whole_diff == 0.0, "without coupling the branches are independent"
+
+
+def test_lora_sets_are_per_branch():
+    from generation.dualanodiff.attention import dual_processors
+
+    for coupling in (False, True):
+        model, _ = tiny_model(coupling=coupling)
+        model.train()
+        latents, t = _inputs()
+        out = model(latents, t, _embeds(model))
+        out[1::2].pow(2).mean().backward()  # a loss on the part branch only
+        procs = dual_processors(model.unet)
+        grad0 = sum(
+            p.lora[0].q.up.weight.grad.abs().sum().item()
+            for p in procs
+            if p.lora[0].q.up.weight.grad is not None
+        )
+        grad1 = sum(p.lora[1].q.up.weight.grad.abs().sum().item() for p in procs)
+        assert grad1 > 0
+        if coupling:
+            assert grad0 > 0  # reaches the whole branch's LoRA through SAIM
+        else:
+            assert grad0 == 0.0
+
+
+def test_bcm_starts_as_identity_of_the_plain_model():
+    from generation.dualanodiff.attention import dual_processors
+
+    plain, _ = tiny_model(bcm=False)
+    bcm, _ = tiny_model(bcm=True)
+    alphas = [p.bcm.alpha.item() for p in dual_processors(bcm.unet) if p.bcm is not None]
+    assert alphas and all(a == 0.0 for a in alphas)
+    # same LoRA/SAIM/text weights: the BCM model then equals the plain one (a = 0)
+    missing = bcm.load_state_dict(plain.trainable_state_dict(), strict=False).missing_keys
+    assert all(".bcm." in k for k in missing if ".processor." in k and k in dict(bcm.named_parameters()))
+    latents, t = _inputs()
+    background = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        a = plain(latents, t, _embeds(plain))
+        b = bcm(latents, t, _embeds(bcm), background)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    # and the background matters once a != 0
+    for p in dual_processors(bcm.unet):
+        if p.bcm is not None:
+            p.bcm.alpha.data.fill_(0.5)
+    with torch.no_grad():
+        c = bcm(latents, t, _embeds(bcm), background)
+    assert (c[0::2] - a[0::2]).abs().max() > 1e-4
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_two_steps_change_weights_and_write_loadable_checkpoints(pair_data, tmp_path):
+    from generation.dualanodiff.training import train_dual
+
+    data, _ = pair_data
+    init, _ = tiny_model(seed=3)  # train_dual seeds the adapters with config.seed = 3
+    before = init.trainable_state_dict()
+    config = tiny_config(max_train_steps=2, checkpointing_steps=1)
+    model = train_dual(tiny_components(), data, config, tmp_path, progress=False)
+    assert (tmp_path / "checkpoint-1" / "weights.safetensors").exists()
+    state = json.loads((tmp_path / "checkpoint-2" / "state.json").read_text())
+    assert state["step"] == 2
+    after = _weights(tmp_path / "weights.safetensors")
+    assert set(after) == set(before)
+    ups = [k for k in after if k.endswith("up.weight") and ".processor." in k]
+    assert ups and all(before[k].abs().sum() == 0 for k in ups)
+    assert all(after[k].abs().sum() > 0 for k in ups), "every LoRA up-projection must have moved"
+    saim = [k for k in after if ".saim." in k]
+    assert saim and any(not torch.equal(after[k], before[k]) for k in saim)
+    assert any(not torch.equal(after[k], before[k]) for k in after if "text_encoder" in k and "lora" in k)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    # the checkpoint loads into a fresh model (safetensors, no pickle)
+    fresh, _ = tiny_model(seed=99)
+    fresh.load_trainable(tmp_path / "checkpoint-2" / "weights.safetensors")
+    for k, v in fresh.trainable_state_dict().items():
+        torch.testing.assert_close(v, model.trainable_state_dict()[k])
+
+
+def test_resume_continues_exactly(pair_data, tmp_path):
+    from generation.dualanodiff.training import train_dual
+
+    data, _ = pair_data
+    config = tiny_config(max_train_steps=4, checkpointing_steps=2)
+    train_dual(tiny_components(), data, config, tmp_path / "straight", progress=False)
+    train_dual(tiny_components(), data, config, tmp_path / "killed", progress=False, stop_after=2)
+    assert not (tmp_path / "killed" / "weights.safetensors").exists()
+    assert json.loads((tmp_path / "killed" / "checkpoint-2" / "state.json").read_text())["step"] == 2
+    train_dual(tiny_components(), data, config, tmp_path / "killed", progress=False)  # resume latest
+    assert json.loads((tmp_path / "killed" / "checkpoint-4" / "state.json").read_text())["step"] == 4
+    a, b = (
+        _weights(tmp_path / "straight" / "weights.safetensors"),
+        _weights(tmp_path / "killed" / "weights.safetensors"),
+    )
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_bcm_training_moves_alpha(pair_data, tmp_path):
+    from generation.dualanodiff.training import train_dual
+
+    _, bcm_data = pair_data
+    train_dual(
+        tiny_components(), bcm_data, tiny_config(max_train_steps=2, bcm=True), tmp_path, progress=False
+    )
+    alphas = {k: v for k, v in _weights(tmp_path / "weights.safetensors").items() if k.endswith("bcm.alpha")}
+    assert alphas and any(v.item() != 0 for v in alphas.values())
+
+
+def test_checkpoint_round_trip_gives_identical_samples(pair_data, tmp_path):
+    from generation.dualanodiff.model import DualAnoDiffModel
+    from generation.dualanodiff.models import sampling_scheduler
+    from generation.dualanodiff.pipeline import DualAnoDiffPipeline
+    from generation.dualanodiff.training import train_dual
+
+    data, _ = pair_data
+    model = train_dual(tiny_components(), data, tiny_config(max_train_steps=2), tmp_path, progress=False)
+    parts = tiny_components()
+    pipe = DualAnoDiffPipeline(model, parts.vae, sampling_scheduler("ddim", parts.scheduler_config))
+    first = pipe("a vfx with sks", "sks", seeds=[5, 6], num_inference_steps=3, resolution=16)
+    assert first.images.shape == (2, 16, 16, 3) and first.parts.shape == (2, 16, 16, 3)
+    again_parts = tiny_components()
+    reloaded = DualAnoDiffModel(again_parts, rank=2, bcm_hidden=8).eval()
+    reloaded.load_trainable(tmp_path / "weights.safetensors")
+    pipe2 = DualAnoDiffPipeline(reloaded, again_parts.vae, sampling_scheduler("pndm", parts.scheduler_config))
+    pipe2.scheduler = sampling_scheduler("ddim", parts.scheduler_config)
+    second = pipe2("a vfx with sks", "sks", seeds=[5, 6], num_inference_steps=3, resolution=16)
+    assert np.array_equal(first.images, second.images) and np.array_equal(first.parts, second.parts)
+    other = pipe2("a vfx with sks", "sks", seeds=[7, 6], num_inference_steps=3, resolution=16)
+    assert not np.array_equal(other.images[0], first.images[0])
+
+
+def test_mismatched_weights_are_a_clear_error(pair_data, tmp_path):
+    from generation.dualanodiff.training import save_final
+    from generation.errors import GenerationInputError
+
+    model, _ = tiny_model()
+    save_final(tmp_path, model, tiny_config())
+    other, _ = tiny_model(coupling=False)
+    with pytest.raises(GenerationInputError, match="coupling"):
+        other.load_trainable(tmp_path / "weights.safetensors")
+
+
+def test_threshold_mask_and_u2net_error(tmp_path):
+    from generation.dualanodiff.masks import mask_extractor, threshold_mask
+    from generation.errors import GenerationInputError
+
+    part = np.full((32, 32, 3), 128, np.uint8)
+    part[4:12, 6:20] = (200, 60, 128)  # the anomaly
+    part[25, 25] = 255  # a speckle
+    mask = threshold_mask(part, threshold=0.2)
+    expected = np.zeros((32, 32), bool)
+    expected[4:12, 6:20] = True
+    assert np.array_equal(mask, expected)
+    assert not threshold_mask(np.full((8, 8, 3), 140, np.uint8)).any()  # within the threshold of grey
+    with pytest.raises(GenerationInputError, match="not found"):
+        mask_extractor("u2net", 0.2, 0.0, str(tmp_path / "missing.pth"))
+    (tmp_path / "u2net.pth").write_bytes(b"x")
+    with pytest.raises(GenerationInputError, match="not implemented"):
+        mask_extractor("u2net", 0.2, 0.0, str(tmp_path / "u2net.pth"))
+
+
+def test_config_errors_name_the_field():
+    from generation.errors import GenerationInputError
+
+    with pytest.raises(GenerationInputError) as err:
+        DualAnoDiffConfig(scheduler="euler", resolution=30, mask_extractor="u2net")
+    text = str(err.value)
+    assert "scheduler='euler'" in text and "resolution=30" in text and "u2net_weights" in text
