@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 
 from benchmarks.errors import ConfigError
+from benchmarks.metrics.defaults import DEFAULTS as METRIC_DEFAULTS
+from benchmarks.metrics.defaults import IC_LPIPS_VARIANTS, METRIC_NAMES
 from downstream.classifier import ClassifierConfig
 from downstream.metrics import F1_MODES
 from downstream.training import SegmenterConfig
@@ -69,6 +71,31 @@ class EvaluationConfig:
 
 
 @dataclass
+class GenMetricsConfig:
+    """Generation quality of every generated set (the ``genmetrics`` jobs; ``anobench metrics``)."""
+
+    enabled: bool = True
+    # None: IS, IC-LPIPS and KID, Inception metrics reported `unavailable` when their weights are
+    # missing; an explicit list fails the job instead.
+    metrics: list[str] | None = None
+    ic_lpips_variant: str = str(METRIC_DEFAULTS["ic_lpips_variant"])
+    is_resize: int = int(METRIC_DEFAULTS["is_resize"])  # 256: SeaS
+    kid_reference: str = str(METRIC_DEFAULTS["kid_reference"])
+    inception_weights: str | None = None  # None: the weights cache or torch hub cache, never a download
+    mask_quality: bool = True  # mask area, components, empty fraction, fraction on the object
+
+    def __post_init__(self) -> None:
+        if self.ic_lpips_variant not in IC_LPIPS_VARIANTS:
+            choices = ", ".join(IC_LPIPS_VARIANTS)
+            raise ValueError(
+                f"genmetrics.ic_lpips_variant={self.ic_lpips_variant!r}: choose one of {choices}"
+            )
+        unknown = [m for m in self.metrics or [] if m not in METRIC_NAMES]
+        if unknown:
+            raise ValueError(f"genmetrics.metrics: unknown {unknown}; choose from {', '.join(METRIC_NAMES)}")
+
+
+@dataclass
 class RunnerConfig:
     """Where the jobs run."""
 
@@ -89,6 +116,7 @@ class RunConfig:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    genmetrics: GenMetricsConfig = field(default_factory=GenMetricsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
 

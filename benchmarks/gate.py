@@ -7,7 +7,8 @@ Baseline file (``results/baseline/quick.json``)::
      "metrics": {"downstream/real-fewshot/nut/image_auroc": 0.93, ...}}
 
 A metric fails when it is worse than its baseline by more than its tolerance (higher is better,
-except for ``kid`` and ``fid``); a baseline metric missing from the run fails too.
+except for ``kid`` and ``fid``); a baseline metric missing from the run fails too. Descriptive mask
+statistics (``mask_area`` ...) have no better direction and are not gated.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 from benchmarks.errors import UserError
 from benchmarks.provenance import git_sha, utc_now
 from benchmarks.report.collect import collect_results
+from generation.quality import MASK_METRICS
 
 LOWER_IS_BETTER = {"kid", "fid"}
+NOT_GATED = set(MASK_METRICS)
 DEFAULT_TOLERANCES = {"default": 0.05}
 
 
@@ -92,7 +95,11 @@ def write_baseline(run_dir: str | Path, path: str | Path, preset: str, tolerance
         "created_at": utc_now(),
         "git_sha": git_sha(),
         "tolerances": {**DEFAULT_TOLERANCES, **tolerances},
-        "metrics": {k: round(v, 6) for k, v in sorted(run_metrics(run_dir).items())},
+        "metrics": {
+            k: round(v, 6)
+            for k, v in sorted(run_metrics(run_dir).items())
+            if k.rsplit("/", 1)[-1] not in NOT_GATED and v == v  # NaN: nothing to compare against
+        },
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

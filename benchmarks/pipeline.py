@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from benchmarks.config import RunConfig
@@ -23,7 +24,9 @@ from downstream.evaluation import HeldOutSplit
 from downstream.protocol import run_segmentation
 from downstream.unsupervised import DetectorConfig, run_detector
 from generation.base import FewShotSet
+from generation.foreground import foreground_prior
 from generation.format import GeneratedSetWriter, read_generated_set
+from generation.quality import mask_quality, mask_summary
 from generation.registry import create_generator
 
 # Categories known to be textures (MVTec AD's five, and the embedded ones).
@@ -167,3 +170,60 @@ def detector_stage(
         seed=seed,
         progress=progress,
     )
+
+
+def object_foregrounds(dataset: Path, categories: set[str]) -> dict[str, np.ndarray]:
+    """Foreground priors of the object categories (textures have none)."""
+    return {
+        cat: foreground_prior(read_category(dataset, cat, validate=False).train_good)
+        for cat in sorted(categories)
+        if cat not in TEXTURE_CATEGORIES
+    }
+
+
+def genmetrics_stage(
+    config: RunConfig,
+    dataset: Path,
+    manifest: SplitManifest,
+    generated_root: Path,
+    seed: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generation quality of one category's generated set.
+
+    Returns ``metrics`` (IS/IC-LPIPS/KID of the category, the mean over its defect types, plus the
+    mask summary), ``per_defect`` (each type's values and mask statistics), ``weights`` and
+    ``unavailable`` (metrics whose weights are missing, with the reason), and ``settings``.
+    """
+    from benchmarks.metrics.api import compute_generation_metrics
+
+    options = config.genmetrics
+    result = compute_generation_metrics(
+        generated_root,
+        dataset,
+        manifest.category,
+        split_preset=manifest.preset,
+        metrics=options.metrics,
+        variant=options.ic_lpips_variant,
+        seed=seed,
+        inception_weights=options.inception_weights,
+        is_resize=options.is_resize,
+        kid_reference=options.kid_reference,
+        download=False,
+        progress=progress,
+    )
+    metrics = dict(result["per_category"].get(manifest.category, {}))
+    per_defect = result["per_type"].get(manifest.category, {})
+    if options.mask_quality:
+        pairs = read_generated_set(generated_root, manifest.category)
+        rows = mask_quality(pairs, object_foregrounds(dataset, {manifest.category}))
+        metrics.update(mask_summary(rows))
+        for row in rows:
+            per_defect.setdefault(str(row["defect"]), {})["mask"] = row
+    return {
+        "metrics": {k: v for k, v in metrics.items() if v == v},  # NaN (too few images) stays in per_defect
+        "per_defect": per_defect,
+        "weights": result["weights"],
+        "unavailable": result["unavailable"],
+        "settings": result["settings"],
+    }

@@ -28,6 +28,13 @@ from generation.foreground import resize_mask
 from generation.format import GeneratedEntry
 
 COMPONENT_BINS = ("0", "1", "2", "3", "4+")
+
+# Per-category summary keys (means over the category's defect types): descriptive statistics with no
+# better direction, reported next to IS/IC-LPIPS/KID but not gated.
+MASK_AREA, MASK_COMPONENTS, MASK_EMPTY, MASK_ON_OBJECT = (
+    "mask_area", "mask_components", "mask_empty", "mask_on_object",
+)  # fmt: skip
+MASK_METRICS = (MASK_AREA, MASK_COMPONENTS, MASK_EMPTY, MASK_ON_OBJECT)
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
@@ -85,6 +92,26 @@ def mask_quality(
     """
     foregrounds = foregrounds or {}
     return [defect_quality(entries, foregrounds.get(cat)) for (cat, _), entries in sorted(generated.items())]
+
+
+def mask_summary(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
+    """Means over defect types of :func:`defect_quality` rows (``MASK_ON_OBJECT`` only where known).
+
+    Example:
+        >>> rows = [{"area_mean": 0.1, "components_mean": 1.0, "empty_fraction": 0.0, "inside_object": None},
+        ...         {"area_mean": 0.3, "components_mean": 2.0, "empty_fraction": 0.5, "inside_object": None}]
+        >>> mask_summary(rows)
+        {'mask_area': 0.2, 'mask_components': 1.5, 'mask_empty': 0.25}
+    """
+    summary = {
+        MASK_AREA: float(np.mean([r["area_mean"] for r in rows])),
+        MASK_COMPONENTS: float(np.mean([r["components_mean"] for r in rows])),
+        MASK_EMPTY: float(np.mean([r["empty_fraction"] for r in rows])),
+    }
+    inside = [r["inside_object"] for r in rows if r["inside_object"] is not None]
+    if inside:
+        summary[MASK_ON_OBJECT] = float(np.mean(inside))
+    return summary
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

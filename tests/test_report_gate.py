@@ -10,7 +10,14 @@ from benchmarks.report.tables import metric_table, summary_table
 
 
 def _write(
-    run_dir: Path, generator: str, category: str, seed: int, metrics: dict, selection="last-epoch", when="1"
+    run_dir: Path,
+    generator: str,
+    category: str,
+    seed: int,
+    metrics: dict,
+    selection="last-epoch",
+    when="1",
+    scores_file: Path | None = None,
 ):
     path = run_dir / "raw" / "downstream" / f"{generator}__{category}__all__seed{seed}__h.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +26,7 @@ def _write(
                 "config_hash": "h", "defect": "all"},
         "cell": {"generator": generator, "category": category, "seed": seed},
         "metrics": metrics, "selection": selection, "finished_at": when,
+        "scores_file": str(scores_file) if scores_file else None,
     }  # fmt: skip
     path.write_text(json.dumps(payload))
 
@@ -150,3 +158,23 @@ def test_report_draws_a_sample_grid_per_generated_set(tmp_path, nut_root):
     grid = page.parent / "figures" / "samples_real-fewshot__seed0__abc.png"
     assert grid.read_bytes()[:4] == b"\x89PNG"
     assert "figures/samples_real-fewshot__seed0__abc.png" in page.read_text()
+
+
+def test_report_draws_roc_and_pr_curves_from_the_saved_scores(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    scores = tmp_path / "a.npz"
+    labels = np.r_[np.zeros(20), np.ones(20)].astype(bool)
+    np.savez(
+        scores,
+        image_scores=labels + rng.normal(0, 0.5, 40), image_labels=labels,
+        pixel_scores=rng.random(500), pixel_labels=rng.random(500) < 0.1,
+    )  # fmt: skip
+    _write(tmp_path, "a", "nut", 0, {"image_auroc": 0.9}, scores_file=scores)
+    _write(tmp_path, "b", "nut", 0, {"image_auroc": 0.5}, scores_file=tmp_path / "gone.npz")  # skipped
+    _write(tmp_path, "a", "brick", 0, {"image_auroc": 0.5})  # no scores saved: no figure
+    page = render_report(tmp_path)
+    figures = sorted(p.name for p in (page.parent / "figures").glob("curves_*.png"))
+    assert figures == ["curves_nut.png"]
+    assert "figures/curves_nut.png" in page.read_text()

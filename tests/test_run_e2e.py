@@ -5,7 +5,8 @@ from benchmarks.cli import main
 TINY_SETTINGS = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=1",
     "segmenter.samples_per_epoch=8", "segmenter.batch_size=8", "generation.n_per_defect=4",
-    "generation.generators=[]", "generation.reference=[real-fewshot]",
+    "generation.generators=[]", "generation.reference=[real-fewshot]", "runner.backend=serial",
+    "evaluation.classify=false", "evaluation.detectors=[]", "genmetrics.enabled=false",
 ]  # fmt: skip
 TINY = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
 

@@ -12,7 +12,7 @@ from benchmarks.cli import main
 from benchmarks.config import load_config
 from benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
 from benchmarks.runner.grid import expand_grid
-from benchmarks.runner.jobs import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE
+from benchmarks.runner.jobs import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from generation.base import Generator
 from generation.registry import _REGISTRY, register_generator
 
@@ -20,7 +20,8 @@ TINY = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=2",
     "segmenter.samples_per_epoch=16", "segmenter.batch_size=8", "generation.n_per_defect=4",
     "generation.generators=[]", "generation.reference=[real-fewshot]",
-    "evaluation.classify=false", "evaluation.detectors=[]",
+    "evaluation.classify=false", "evaluation.detectors=[]", "genmetrics.enabled=false",
+    "runner.backend=serial",
 ]  # fmt: skip
 
 
@@ -79,6 +80,35 @@ def test_classify_and_detector_jobs_write_their_metrics(tmp_path, nut_root):
     (detector,) = _results(tmp_path, DETECTOR).values()
     assert detector["row"] == "padim[random]"
     assert 0.0 <= detector["metrics"]["image_auroc"] <= 1.0 and detector["split"]["preset"] == "strict"
+
+
+def test_genmetrics_job_scores_each_generated_set(tmp_path, nut_root):
+    config = _tiny(
+        f"data.root={nut_root}", "genmetrics.enabled=true", "genmetrics.metrics=[ic_lpips]",
+        "genmetrics.ic_lpips_variant=dfmgan", "generation.n_per_defect=6",
+    )  # fmt: skip
+    jobs = expand_grid(config, nut_root, tmp_path, ["nut"])
+    (metrics_job,) = [j for j in jobs if j.key.stage == GENMETRICS]
+    assert [d.stage for d in metrics_job.depends_on] == [GENERATE]
+    summary = run_grid(jobs, SerialBackend(), progress=False)
+    assert not summary.failures
+    (result,) = _results(tmp_path, GENMETRICS).values()
+    assert set(result["metrics"]) == {
+        "ic_lpips",
+        "mask_area",
+        "mask_components",
+        "mask_empty",
+        "mask_on_object",
+    }
+    per_defect = result["per_defect"]
+    assert set(per_defect) == {"scratch", "stain", "missing"}
+    # the category value is the mean over its defect types (the reference's averaging)
+    values = [row["ic_lpips"] for row in per_defect.values()]
+    assert result["metrics"]["ic_lpips"] == pytest.approx(sum(values) / len(values))
+    areas = [row["mask"]["area_mean"] for row in per_defect.values()]
+    assert result["metrics"]["mask_area"] == pytest.approx(sum(areas) / len(areas))
+    assert result["settings"]["ic_lpips_variant"]["name"] == "dfmgan"
+    assert {w["official"] for w in result["weights"].values()} == {True}  # the real LPIPS weights
 
 
 def test_config_change_changes_the_key(tmp_path):

@@ -6,12 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.data.mvtec import read_category
-from benchmarks.pipeline import TEXTURE_CATEGORIES
+from benchmarks.pipeline import object_foregrounds
 from benchmarks.tables import format_table
-from generation.foreground import foreground_prior
 from generation.format import read_generated_set
 from generation.quality import COMPONENT_BINS, mask_quality, quality_figure
 
@@ -35,15 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead of a table")
     p.set_defaults(handler=run)
-
-
-def object_foregrounds(dataset: Path, categories: set[str]) -> dict[str, np.ndarray]:
-    """Foreground priors of the object categories (textures have none)."""
-    return {
-        cat: foreground_prior(read_category(dataset, cat, validate=False).train_good)
-        for cat in sorted(categories)
-        if cat not in TEXTURE_CATEGORIES
-    }
 
 
 def run(args: argparse.Namespace) -> int:

@@ -103,6 +103,7 @@ def compute_generation_metrics(
     kid_reference: str = str(DEFAULTS["kid_reference"]),
     batch_size: int = int(DEFAULTS["batch_size"]),
     download: bool = True,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Generation-quality metrics of a generated set against the real anomalies of each defect type.
 
@@ -121,6 +122,7 @@ def compute_generation_metrics(
         kid_reference: ``all`` real anomalies of the type, or only the ``test`` split's.
         batch_size: LPIPS batch size.
         download: allow torch-fidelity's download of the Inception weights.
+        progress: show a progress bar over the defect types.
 
     Raises:
         WeightsUnavailableError: weights of an explicitly requested metric are missing.
@@ -165,7 +167,9 @@ def compute_generation_metrics(
 
     per_type: dict[str, dict[str, dict[str, Any]]] = {}
     splits = {}
-    for (cat, defect), entries in tqdm(sorted(pairs.items()), desc="generation metrics", unit="type"):
+    for (cat, defect), entries in tqdm(
+        sorted(pairs.items()), desc="generation metrics", unit="type", disable=not progress
+    ):
         if cat not in splits:
             category_data = read_category(dataset_root, cat, validate=False)
             splits[cat] = (category_data, make_split(category_data, split_preset))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +33,7 @@ def category_bars(frame: pd.DataFrame, metric: str, out: Path) -> Path | None:
     ax.set_xticks(x, categories)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per category (mean ± std over seeds)")
-    if metric not in ("is", "kid"):
+    if data["value"].between(0.0, 1.0).all():
         ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncol=min(4, len(generators)), loc="lower right")
     ax.grid(axis="y", alpha=0.3)
@@ -41,3 +42,59 @@ def category_bars(frame: pd.DataFrame, metric: str, out: Path) -> Path | None:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _scores_file(result_path: str) -> Path | None:
+    payload = json.loads(Path(result_path).read_text())
+    scores = payload.get("scores_file")
+    return Path(scores) if scores and Path(scores).is_file() else None
+
+
+def curve_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Per category: image ROC, image PR, pixel ROC and pixel PR of every generator's segmenter.
+
+    Curves come from the ``scores.npz`` files the downstream jobs wrote (the pixel curves from their
+    seeded pixel sample); one seed per generator (the lowest), as in the papers' figures.
+    """
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    downstream = frame[frame["stage"] == "downstream"]
+    paths = []
+    for category, rows in downstream.groupby("category", sort=True):
+        curves = {}
+        for generator, cell in rows.groupby("generator", sort=False):
+            first = cell.sort_values("seed").iloc[0]
+            scores = _scores_file(first["path"])
+            if scores is not None:
+                curves[generator] = (int(first["seed"]), np.load(scores))
+        if not curves:
+            continue
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+        panels = (("image", "image_scores", "image_labels"), ("pixel", "pixel_scores", "pixel_labels"))
+        for col, (level, score_key, label_key) in enumerate(panels):
+            roc_ax, pr_ax = axes[2 * col], axes[2 * col + 1]
+            for generator, (_, data) in curves.items():
+                labels, scores = data[label_key].astype(bool).ravel(), data[score_key].ravel()
+                if labels.all() or not labels.any():
+                    continue
+                fpr, tpr, _ = roc_curve(labels, scores)
+                precision, recall, _ = precision_recall_curve(labels, scores)
+                roc_ax.plot(fpr, tpr, label=f"{generator} ({auc(fpr, tpr):.3f})", lw=1.2)
+                pr_ax.plot(recall, precision, label=f"{generator} ({auc(recall, precision):.3f})", lw=1.2)
+            roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+            roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{level} ROC")
+            pr_ax.set(xlabel="recall", ylabel="precision", title=f"{level} PR")
+            for ax in (roc_ax, pr_ax):
+                ax.set_xlim(0, 1)
+                ax.set_ylim(0, 1.02)
+                ax.legend(fontsize=6, loc="lower left" if ax is pr_ax else "lower right")
+                ax.grid(alpha=0.3)
+        seeds = sorted({seed for seed, _ in curves.values()})
+        fig.suptitle(f"{category}: the segmenter trained on each generator's pairs (seed {seeds})")
+        fig.tight_layout()
+        path = out_dir / f"curves_{category}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.report.collect import collect_results
-from benchmarks.report.figures import category_bars
+from benchmarks.report.figures import category_bars, curve_figures
 from benchmarks.report.tables import (
     BEST_ON_TEST_MARK,
     METRIC_GROUPS,
@@ -64,6 +64,10 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
             lines += [f"### {metric}", "", to_markdown(shown), ""]
             if figure:
                 lines += [f"![{metric} per category]({figure.relative_to(out).as_posix()})", ""]
+    curves = curve_figures(frame, out / "figures")
+    if curves:
+        lines += ["## ROC and PR curves (image level and pixel level; AUC in the legend)", ""]
+        lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in curves] + [""]
     grids = sample_grids(run_dir, out / "figures")
     if grids:
         lines += ["## Generated samples (image | mask | overlay)", ""]

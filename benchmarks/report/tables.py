@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from generation.quality import MASK_METRICS
+
 METRIC_GROUPS: dict[str, list[str]] = {
-    "generation": ["is", "ic_lpips", "kid"],
+    "generation": ["is", "ic_lpips", "kid", "fid", *MASK_METRICS],
     "detection": ["image_auroc", "image_ap", "image_f1max"],
     "localization": ["pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"],
     "classification": ["cls_accuracy"],

@@ -17,12 +17,14 @@ from benchmarks.runner.jobs import (
     DETECTOR,
     DOWNSTREAM,
     GENERATE,
+    GENMETRICS,
     Job,
     JobKey,
     classify_hash,
     detector_hash,
     downstream_hash,
     generation_hash,
+    genmetrics_hash,
 )
 
 
@@ -37,7 +39,7 @@ def expand_grid(
 ) -> list[Job]:
     """Jobs in dependency order.
 
-    Per (generator, category, seed): generate, then downstream and classify; per (detector,
+    Per (generator, category, seed): generate, then downstream, classify and genmetrics; per (detector,
     category, seed): one detector job.
     """
     dataset, run_dir = Path(dataset), Path(run_dir)
@@ -46,6 +48,7 @@ def expand_grid(
         gen_hash = generation_hash(config, dataset, generator)
         down_hash = downstream_hash(config, gen_hash)
         cls_hash = classify_hash(config, gen_hash)
+        metrics_hash = genmetrics_hash(config, gen_hash)
         for category in categories:
             for seed in config.seeds:
                 gen_key = JobKey(GENERATE, generator, category, seed, gen_hash)
@@ -55,6 +58,9 @@ def expand_grid(
                 if config.evaluation.classify:
                     cls_key = JobKey(CLASSIFY, generator, category, seed, cls_hash)
                     jobs.append(Job(cls_key, config, dataset, run_dir, depends_on=[gen_key]))
+                if config.genmetrics.enabled:
+                    metrics_key = JobKey(GENMETRICS, generator, category, seed, metrics_hash)
+                    jobs.append(Job(metrics_key, config, dataset, run_dir, depends_on=[gen_key]))
     for detector in config.evaluation.detectors:
         det_hash = detector_hash(config, dataset, detector)
         for category in categories:

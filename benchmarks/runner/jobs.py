@@ -6,7 +6,8 @@ atomic (temporary file, then rename), so a killed run loses only the jobs in fli
 of the same command completes the grid.
 
 Stages: ``generate`` (fit + sample, writes the generated set) -> ``downstream`` (segmenter on the
-generated pairs, scored on the real test split) and ``genmetrics`` (generation quality).
+generated pairs, scored on the real test split), ``classify`` (defect-type classifier) and
+``genmetrics`` (generation quality); ``detector`` jobs (unsupervised rows) need no generated set.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from benchmarks.pipeline import (
     classification_stage,
     detector_stage,
     generate_stage,
+    genmetrics_stage,
     segmentation_stage,
     split_stage,
     write_json,
@@ -34,8 +36,10 @@ from downstream.metrics import CLS_ACCURACY
 from downstream.unsupervised import DetectorConfig
 from generation.base import config_hash
 
-GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR = "generate", "downstream", "classify", "detector"
-STAGES = (GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR)
+GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS = (
+    "generate", "downstream", "classify", "detector", "genmetrics",
+)  # fmt: skip
+STAGES = (GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS)
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,11 @@ def classify_hash(config: RunConfig, gen_hash: str) -> str:
     return config_hash({"generation": gen_hash, "classifier": dataclasses.asdict(config.classifier)})
 
 
+def genmetrics_hash(config: RunConfig, gen_hash: str) -> str:
+    """Hash of the generation hash and the generation-metrics settings."""
+    return config_hash({"generation": gen_hash, "genmetrics": dataclasses.asdict(config.genmetrics)})
+
+
 def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) -> str:
     """Hash of the dataset, split, evaluation size and the detector's settings."""
     return config_hash(
@@ -180,11 +189,19 @@ def _run_detector(job: Job, progress: bool) -> dict[str, Any]:
     return {**result, "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count}}
 
 
+def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
+    gen_key = job.depends_on[0]
+    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    gen_root = generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+    return genmetrics_stage(job.config, job.dataset, manifest, gen_root, job.key.seed, progress=progress)
+
+
 STAGE_BODIES: dict[str, Callable[[Job, bool], dict[str, Any]]] = {
     GENERATE: _run_generate,
     DOWNSTREAM: _run_downstream,
     CLASSIFY: _run_classify,
     DETECTOR: _run_detector,
+    GENMETRICS: _run_genmetrics,
 }
 
 

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,20 @@ import torch
 #: type its own token (in this order, by sorted defect name).
 RARE_TOKENS = ("sks", "ohwx", "zqv", "bnjk", "xkcd", "pqtr", "wmfg", "dvlz", "kjyq", "hzxt")
 SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+
+@contextlib.contextmanager
+def quiet_hub_bars() -> Iterator[None]:
+    """Hide transformers' per-file load/save bars (noise for small local models), then restore them."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 @dataclass
@@ -41,9 +57,10 @@ class Components:
         from diffusers import DDPMScheduler
 
         path = Path(path)
-        self.vae.save_pretrained(path / "vae")
-        self.unet.save_pretrained(path / "unet")
-        self.text_encoder.save_pretrained(path / "text_encoder")
+        with quiet_hub_bars():
+            self.vae.save_pretrained(path / "vae")
+            self.unet.save_pretrained(path / "unet")
+            self.text_encoder.save_pretrained(path / "text_encoder")
         self.tokenizer.save_pretrained(path / "tokenizer")
         DDPMScheduler.from_config(self.scheduler_config).save_pretrained(path / "scheduler")
 
@@ -71,13 +88,15 @@ def load_components(name_or_path: str | Path, dtype: torch.dtype = torch.float32
         source = str(local)
     try:
         kw = {"torch_dtype": dtype}
-        return Components(
-            vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
-            unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
-            text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw),
-            tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
-            scheduler_config=dict(DDPMScheduler.from_pretrained(source, subfolder="scheduler").config),
-        )
+        quiet = quiet_hub_bars() if local.is_dir() else contextlib.nullcontext()
+        with quiet:  # local folders load in moments; keep the bars for hub downloads
+            return Components(
+                vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
+                unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
+                text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw),
+                tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+                scheduler_config=dict(DDPMScheduler.from_pretrained(source, subfolder="scheduler").config),
+            )
     except OSError as exc:
         raise GenerationInputError(
             f"pretrained_model_name_or_path={source!r}: cannot load it ({str(exc).splitlines()[0]}); give a "
