@@ -41,6 +41,8 @@ class DualAnoDiffConfig(GeneratorConfig):
         guidance_scale, num_inference_steps, scheduler, sample_batch_size: sampling (pairs per
             UNet batch); the paper: 2.5, 100, PNDM.
         mask_extractor: ``threshold`` (distance from mid-grey) or ``u2net`` (needs u2net_weights).
+        u2net_weights: the official ``u2net.pth`` / ``u2netp.pth`` (or a ``.safetensors`` copy).
+        u2net_threshold: U2-Net masks keep normalised saliency > this (0.5 as released).
         mask_threshold: threshold on the part image's max |channel| in [-1, 1] (mid-grey = 0).
         mask_min_area: connected components smaller than this fraction of the image are dropped.
         base_vae_steps, base_unet_steps, base_learning_rate, base_batch_size: offline base training.
@@ -79,6 +81,7 @@ class DualAnoDiffConfig(GeneratorConfig):
     sample_batch_size: int = 4
     mask_extractor: str = "threshold"
     u2net_weights: str | None = None
+    u2net_threshold: float = 0.5
     mask_threshold: float = 0.2
     mask_min_area: float = 0.0005
     base_vae_steps: int = 2000
@@ -111,6 +114,8 @@ class DualAnoDiffConfig(GeneratorConfig):
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
         if self.resolution % 8:
             problems.append(f"resolution={self.resolution}: must be a multiple of 8")
+        if not 0 <= self.u2net_threshold < 1:
+            problems.append(f"u2net_threshold={self.u2net_threshold}: must be in [0, 1)")
         if self.mask_extractor == "u2net" and not self.u2net_weights:
             problems.append("mask_extractor='u2net' needs u2net_weights=PATH (the u2net.pth file)")
         if problems:

@@ -94,12 +94,16 @@ class DualAnoDiff(Generator):
     def _unit_of(self, defect: str) -> str:
         return defect if self.config.granularity == "defect" else ALL_DEFECTS
 
-    def fit(self, fewshot: FewShotSet, progress: bool = True) -> None:
-        """Train (or reuse from the cache) the base and one adapter set per unit."""
+    def fit(self, fewshot: FewShotSet, progress: bool | None = None) -> None:
+        """Train (or reuse from the cache) the base and one adapter set per unit.
+
+        ``progress`` None follows :attr:`show_progress`.
+        """
         from generation.dualanodiff.data import load_pair_data
         from generation.errors import GenerationInputError
 
         cfg = self.config
+        progress = self.show_progress if progress is None else progress
         empty = [d for d, pairs in fewshot.anomalies.items() if not pairs]
         if empty or not fewshot.anomalies:
             raise GenerationInputError(
@@ -137,6 +141,7 @@ class DualAnoDiff(Generator):
             "sample_batch_size",
             "mask_extractor",
             "u2net_weights",
+            "u2net_threshold",
             "mask_threshold",
             "mask_min_area",
             "image_size",
@@ -204,7 +209,15 @@ class DualAnoDiff(Generator):
 
         self._check_defect(defect)
         cfg = self.config
-        extract = mask_extractor(cfg.mask_extractor, cfg.mask_threshold, cfg.mask_min_area, cfg.u2net_weights)
+        extract = mask_extractor(
+            cfg.mask_extractor,
+            cfg.mask_threshold,
+            cfg.mask_min_area,
+            cfg.u2net_weights,
+            u2net_threshold=cfg.u2net_threshold,
+            device=cfg.device,
+        )
+        extract_all = getattr(extract, "batch", None) or (lambda parts: [extract(p) for p in parts])
         pipe = self._pipeline(self._unit_of(defect))
         whole, part = self.prompts_for(defect)
         backgrounds = self._backgrounds() if cfg.bcm else []
@@ -233,8 +246,9 @@ class DualAnoDiff(Generator):
                 cfg.resolution,
                 background,
             )
+            masks = extract_all(list(out.parts))
             for k, s in enumerate(seeds):
-                mask = extract(out.parts[k])
+                mask = masks[k]
                 image, fg = resize(out.images[k]), resize(out.parts[k])
                 mask = resize(mask.astype(np.uint8) * 255, nearest=True) > 127
                 yield GeneratedPair(image=image, mask=mask, seed=s, fg=fg)
