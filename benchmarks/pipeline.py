@@ -19,6 +19,7 @@ from benchmarks.config import RunConfig
 from benchmarks.data.mvtec import list_categories, read_category
 from benchmarks.data.splits import SplitManifest, make_split
 from benchmarks.data.synth import CATEGORIES, embedded_dataset
+from benchmarks.errors import ConfigError
 from downstream.classifier import run_classification
 from downstream.evaluation import HeldOutSplit
 from downstream.protocol import run_segmentation
@@ -43,8 +44,17 @@ def dataset_root(config: RunConfig) -> Path:
 
 
 def categories(config: RunConfig, root: Path) -> list[str]:
-    """The categories the run covers."""
-    return config.data.categories or list_categories(root)
+    """The categories the run covers (``data.categories``, checked against the dataset; None: all)."""
+    available = list_categories(root)
+    if not config.data.categories:
+        return available
+    missing = [c for c in config.data.categories if c not in available]
+    if missing:
+        raise ConfigError(
+            f"data.categories: {', '.join(missing)} not in {root} (available: {', '.join(available)}); "
+            "set --set data.categories=[...] or data.categories=null for all"
+        )
+    return config.data.categories
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
@@ -91,6 +101,7 @@ def generate_stage(
     Resumable: pairs already listed in the manifest and present on disk are not generated again.
     """
     gen = create_generator(generator, **config.generation.options.get(generator, {}))
+    gen.show_progress = progress
     gen.fit(fewshot_set(manifest))
     writer = GeneratedSetWriter(out_root, generator, gen.config_hash())
     n = config.generation.n_per_defect

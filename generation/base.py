@@ -108,6 +108,7 @@ class Generator(ABC):
             raise TypeError("pass either a config object or keyword options, not both")
         self.config = config if config is not None else self.Config(**options)
         self.fewshot: FewShotSet | None = None
+        self.show_progress = True  # long fits (DualAnoDiff training) show bars; the runner may turn them off
 
     @abstractmethod
     def fit(self, fewshot: FewShotSet) -> None:

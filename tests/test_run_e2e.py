@@ -7,6 +7,7 @@ TINY_SETTINGS = [
     "segmenter.samples_per_epoch=8", "segmenter.batch_size=8", "generation.n_per_defect=4",
     "generation.generators=[]", "generation.reference=[real-fewshot]", "runner.backend=serial",
     "evaluation.classify=false", "evaluation.detectors=[]", "genmetrics.enabled=false",
+    "data.categories=null",
 ]  # fmt: skip
 TINY = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
 
@@ -61,3 +62,12 @@ def test_generate_command_writes_a_resumable_set(tmp_path, nut_root, capsys):
     assert main([*args[:-2], "-n", "0"]) == 2
     assert main([*args, "--option", "colour=red"]) == 2
     assert "unknown option(s) colour" in capsys.readouterr().err
+
+
+def test_run_with_a_category_the_dataset_lacks_exits_2(tmp_path, nut_root, capsys):
+    code = main(
+        ["run", "--dataset", str(nut_root), "--out", str(tmp_path), "--no-progress"]
+    )  # quick: brick, nut
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "data.categories: brick not in" in err and "available: nut" in err and "Traceback" not in err

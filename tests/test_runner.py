@@ -21,6 +21,7 @@ TINY = [
     "segmenter.samples_per_epoch=16", "segmenter.batch_size=8", "generation.n_per_defect=4",
     "generation.generators=[]", "generation.reference=[real-fewshot]",
     "evaluation.classify=false", "evaluation.detectors=[]", "genmetrics.enabled=false",
+    "data.categories=null",
     "runner.backend=serial",
 ]  # fmt: skip
 

@@ -200,6 +200,17 @@ class DualAnoDiff(Generator):
         pool = fewshot.normal_images[: max(1, len(fewshot.normal_images) // 3)]
         return [to_tensor(background_condition(load_rgb(p, self.config.resolution), colour)) for p in pool]
 
+    def _output_size(self) -> tuple[int, int]:
+        """(width, height) of the written pairs: ``image_size``, else the source anomalies' size."""
+        from PIL import Image
+
+        if self.config.image_size is not None:
+            return self.config.image_size, self.config.image_size
+        fewshot = self._require_fit()
+        first_image = next(image for pairs in fewshot.anomalies.values() for image, _ in pairs)
+        with Image.open(first_image) as im:
+            return im.size
+
     def sample(self, defect: str, n: int, seed: int) -> Iterator[GeneratedPair]:
         """Yield ``n`` (image, mask, part) pairs; pair i is seeded by pair_seed(seed, defect, i)."""
         import numpy as np
@@ -223,11 +234,13 @@ class DualAnoDiff(Generator):
         backgrounds = self._backgrounds() if cfg.bcm else []
         switch_every = 50  # the released BCM inference switches the background every 50 images
 
+        size = self._output_size()  # (width, height)
+
         def resize(a: np.ndarray, nearest: bool = False) -> np.ndarray:
-            if cfg.image_size is None or a.shape[0] == cfg.image_size:
+            if (a.shape[1], a.shape[0]) == size:
                 return a
             mode = Image.NEAREST if nearest else Image.BICUBIC
-            return np.asarray(Image.fromarray(a).resize((cfg.image_size, cfg.image_size), mode))
+            return np.asarray(Image.fromarray(a).resize(size, mode))
 
         start = 0
         while start < n:
