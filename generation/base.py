@@ -75,6 +75,18 @@ def pair_seed(seed: int, defect: str, index: int) -> int:
     return zlib.crc32(f"{seed}/{defect}/{index}".encode()) & 0x7FFFFFFF
 
 
+def pair_rngs(seed: int, defect: str, n: int) -> Iterator[tuple[int, np.random.Generator]]:
+    """(pair seed, its own numpy Generator) for pairs ``0..n-1`` of ``defect``.
+
+    Example:
+        >>> [s for s, _ in pair_rngs(0, "scratch", 2)] == [pair_seed(0, "scratch", i) for i in range(2)]
+        True
+    """
+    for index in range(n):
+        s = pair_seed(seed, defect, index)
+        yield s, np.random.default_rng(s)
+
+
 def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
     """Read an image as H x W x 3 uint8, optionally resized (bilinear) to ``size`` x ``size``."""
     with Image.open(path) as im:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import RunConfig, flatten
+from benchmarks.data.splits import SplitManifest
 from benchmarks.pipeline import (
     classification_stage,
     detector_stage,
@@ -143,20 +144,29 @@ def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) ->
 
 
 # ---------------------------------------------------------------- stage bodies
+def _split_summary(manifest: SplitManifest) -> dict[str, Any]:
+    return {"preset": manifest.preset, "overlap_count": manifest.overlap_count}
+
+
+def _split_and_generated(job: Job) -> tuple[SplitManifest, Path]:
+    """The cell's split manifest and the generated set this job depends on."""
+    gen_key = job.depends_on[0]
+    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    return manifest, generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+
+
 def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
     manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
     out = generated_dir(job.run_dir, job.key.generator, job.key.seed, job.key.config_hash)
     generate_stage(job.config, manifest, job.key.generator, job.key.seed, out, progress=progress)
     return {
         "generated_dir": str(out),
-        "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count},
+        "split": _split_summary(manifest),
     }
 
 
 def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
-    gen_key = job.depends_on[0]
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
-    gen_root = generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+    manifest, gen_root = _split_and_generated(job)
     scores_dir = job.result_path.with_suffix("")  # <run>/raw/downstream/<job>/scores.npz
     seg = segmentation_stage(
         job.config, manifest, gen_root, job.key.seed, progress=progress, out_dir=scores_dir
@@ -168,14 +178,12 @@ def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
         "per_defect": seg["per_defect"],
         "history": seg["history"],
         "scores_file": seg["scores_file"],
-        "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count},
+        "split": _split_summary(manifest),
     }
 
 
 def _run_classify(job: Job, progress: bool) -> dict[str, Any]:
-    gen_key = job.depends_on[0]
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
-    gen_root = generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+    manifest, gen_root = _split_and_generated(job)
     result = classification_stage(job.config, manifest, gen_root, job.key.seed, progress=progress)
     accuracy = result.pop(CLS_ACCURACY)
     metrics = {} if accuracy is None else {CLS_ACCURACY: accuracy}
@@ -186,13 +194,11 @@ def _run_detector(job: Job, progress: bool) -> dict[str, Any]:
     assert job.detector is not None
     manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
     result = detector_stage(job.config, manifest, job.detector, job.key.seed, progress=progress)
-    return {**result, "split": {"preset": manifest.preset, "overlap_count": manifest.overlap_count}}
+    return {**result, "split": _split_summary(manifest)}
 
 
 def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
-    gen_key = job.depends_on[0]
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
-    gen_root = generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+    manifest, gen_root = _split_and_generated(job)
     return genmetrics_stage(job.config, job.dataset, manifest, gen_root, job.key.seed, progress=progress)
 
 

@@ -20,7 +20,7 @@ from generation.base import (
     GeneratorConfig,
     load_mask,
     load_rgb,
-    pair_seed,
+    pair_rngs,
 )
 from generation.baselines._ops import (
     NormalBank,
@@ -130,9 +130,7 @@ class CropPaste(Generator):
         self._check_defect(defect)
         fewshot = self._require_fit()
         restrict = bool(self.config.inside_object and fewshot.is_object)
-        for i in range(n):
-            s = pair_seed(seed, defect, i)
-            rng = np.random.default_rng(s)
+        for s, rng in pair_rngs(seed, defect, n):
             patch = self._augment(rng, self.patches[defect][int(rng.integers(len(self.patches[defect])))])
             index = int(rng.integers(len(self.bank)))
             target = self.bank.image(index)

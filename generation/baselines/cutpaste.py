@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_seed
+from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_rngs
 from generation.baselines._ops import NormalBank, color_jitter, random_placement, rotate
 from generation.errors import GenerationInputError
 from generation.registry import register_generator
@@ -67,9 +67,7 @@ class CutPasteScar(Generator):
         fewshot = self._require_fit()
         restrict = bool(self.config.inside_object and fewshot.is_object)
         c = self.config
-        for i in range(n):
-            s = pair_seed(seed, defect, i)
-            rng = np.random.default_rng(s)
+        for s, rng in pair_rngs(seed, defect, n):
             index = int(rng.integers(len(self.bank)))
             image = self.bank.image(index)
             h, w = image.shape[:2]

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_seed
+from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_rngs
 from generation.baselines._ops import NormalBank, poisson_paste, random_placement
 from generation.errors import GenerationInputError
 from generation.registry import register_generator
@@ -105,9 +105,7 @@ class NSA(Generator):
         self._check_defect(defect)
         fewshot = self._require_fit()
         restrict = bool(self.config.inside_object and fewshot.is_object)
-        for i in range(n):
-            s = pair_seed(seed, defect, i)
-            rng = np.random.default_rng(s)
+        for s, rng in pair_rngs(seed, defect, n):
             index = int(rng.integers(len(self.bank)))
             shape = self.bank.image(index).shape[:2]
             min_pixels = max(1, round(self.config.min_area_ratio * shape[0] * shape[1]))

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, load_rgb, pair_seed
+from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, load_rgb, pair_rngs
 from generation.baselines._ops import NormalBank, augment_texture
 from generation.errors import GenerationInputError
 from generation.format import IMAGE_SUFFIXES
@@ -157,9 +157,7 @@ class Perlin(Generator):
         self._check_defect(defect)
         fewshot = self._require_fit()
         restrict = bool(self.config.inside_object and fewshot.is_object)
-        for i in range(n):
-            s = pair_seed(seed, defect, i)
-            rng = np.random.default_rng(s)
+        for s, rng in pair_rngs(seed, defect, n):
             index = int(rng.integers(len(self.bank)))
             image = self.bank.image(index)
             shape = image.shape[:2]
