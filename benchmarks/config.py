@@ -90,6 +90,10 @@ class GenMetricsConfig:
             raise ValueError(
                 f"genmetrics.ic_lpips_variant={self.ic_lpips_variant!r}: choose one of {choices}"
             )
+        if self.metrics is not None and not self.metrics:
+            raise ValueError(
+                "genmetrics.metrics=[]: list at least one metric, or set genmetrics.enabled=false to skip them"
+            )
         unknown = [m for m in self.metrics or [] if m not in METRIC_NAMES]
         if unknown:
             raise ValueError(f"genmetrics.metrics: unknown {unknown}; choose from {', '.join(METRIC_NAMES)}")

@@ -27,6 +27,8 @@ def test_overrides_are_typed():
         ("segmenter.image_size=100", "multiple of 32"),
         ("segmenter.selection=best", "segmenter.selection"),
         ("no-equals-sign", "expected KEY=VALUE"),
+        ("genmetrics.metrics=[]", "genmetrics.enabled=false"),
+        ("genmetrics.metrics=[psnr]", "genmetrics.metrics: unknown"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
