@@ -92,7 +92,8 @@ class GenMetricsConfig:
             )
         if self.metrics is not None and not self.metrics:
             raise ValueError(
-                "genmetrics.metrics=[]: list at least one metric, or set genmetrics.enabled=false to skip them"
+                "genmetrics.metrics=[]: list at least one metric, "
+                "or set genmetrics.enabled=false to skip them"
             )
         unknown = [m for m in self.metrics or [] if m not in METRIC_NAMES]
         if unknown:

@@ -8,12 +8,27 @@ Baseline file (``results/baseline/quick.json``)::
 
 A metric fails when it is worse than its baseline by more than its tolerance (higher is better,
 except for ``kid`` and ``fid``); a baseline metric missing from the run fails too. Descriptive mask
-statistics (``mask_area`` ...) have no better direction and are not gated.
+statistics (``mask_area`` ...) have no better direction and are not gated. Besides every cell, the
+gate compares each generator's mean over categories (category ``Average``, the tables' last row).
+
+Calibrated tolerances. Small CPU trainings are chaotic: the same code and seed give different
+numbers on another CPU (other SIMD kernels) or with another torch thread count, because float
+sums round differently and ten epochs amplify that. Measured on the ``quick`` preset: one thread
+instead of two moved ``nsa/nut`` image AUROC from 0.82 to 0.91. So a baseline is written from
+several runs of the same preset made under such perturbations (``anobench check RUN_A RUN_B ...
+--write-baseline FILE``): the baseline value is their mean, and each metric's tolerance is
+``max(floor, noise_factor * noise)``, where ``noise`` is the larger of the metric's own standard
+deviation over the runs and the deviation pooled over every cell of the same stage and metric
+(a robust estimate from few runs). The floors are the ``tolerances`` given by name; the pooled
+noise is recorded under ``calibration``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +40,10 @@ from generation.quality import MASK_METRICS
 LOWER_IS_BETTER = {"kid", "fid"}
 NOT_GATED = set(MASK_METRICS)
 DEFAULT_TOLERANCES = {"default": 0.05}
+#: Tolerance = max(floor, NOISE_FACTOR x calibrated noise) unless --noise-factor says otherwise.
+NOISE_FACTOR = 3.0
+#: The category of a generator's mean over categories (the tables' ``Average`` row).
+AVERAGE = "Average"
 
 
 @dataclass
@@ -53,10 +72,56 @@ class GateRow:
 
 
 def run_metrics(run_dir: str | Path) -> dict[str, float]:
-    """``stage/generator/category/metric`` -> mean over seeds."""
+    """``stage/generator/category/metric`` -> mean over seeds, plus ``stage/generator/Average/metric``.
+
+    The ``Average`` entries (mean over categories of the per-category means) exist where a
+    generator has results in more than one category.
+    """
     frame = collect_results(run_dir)
     means = frame.groupby(["stage", "generator", "category", "metric"])["value"].mean()
-    return {"/".join(map(str, k)): float(v) for k, v in means.items()}
+    out = {"/".join(map(str, k)): float(v) for k, v in means.items()}
+    per_generator = means.groupby(level=["stage", "generator", "metric"])
+    for (stage, generator, metric), values in per_generator:
+        if len(values) > 1:
+            out[f"{stage}/{generator}/{AVERAGE}/{metric}"] = float(values.mean())
+    return out
+
+
+def _noise_group(key: str) -> str:
+    """Cells pool their noise per stage and metric; ``Average`` rows pool separately."""
+    stage, _, category, metric = key.split("/")
+    return f"{stage}/{metric}" + (f"/{AVERAGE}" if category == AVERAGE else "")
+
+
+Values = dict[str, float]
+
+
+def calibrate(runs: Sequence[Values]) -> tuple[Values, Values, Values]:
+    """Baseline means, per-key standard deviations and pooled noise per group from repeated runs.
+
+    Keys missing from some run are kept with the runs that have them; a single run gives zero noise.
+
+    Example:
+        >>> means, stds, pooled = calibrate([{"d/g/c/auroc": 0.8}, {"d/g/c/auroc": 0.6}])
+        >>> round(means["d/g/c/auroc"], 3), round(stds["d/g/c/auroc"], 3), round(pooled["d/auroc"], 3)
+        (0.7, 0.141, 0.141)
+    """
+    values: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        for key, value in run.items():
+            if key.rsplit("/", 1)[-1] not in NOT_GATED and value == value:  # NaN: nothing to compare
+                values[key].append(value)
+    means = {k: sum(v) / len(v) for k, v in values.items()}
+    stds = {
+        k: math.sqrt(sum((x - means[k]) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+        for k, v in values.items()
+    }
+    variances: dict[str, list[float]] = defaultdict(list)
+    for key, std in stds.items():
+        if len(values[key]) > 1:
+            variances[_noise_group(key)].append(std**2)
+    pooled = {g: math.sqrt(sum(v) / len(v)) for g, v in variances.items()}
+    return means, stds, pooled
 
 
 def load_baseline(path: str | Path) -> dict:
@@ -88,18 +153,39 @@ def compare(run_dir: str | Path, baseline_path: str | Path) -> list[GateRow]:
     return rows
 
 
-def write_baseline(run_dir: str | Path, path: str | Path, preset: str, tolerances: dict[str, float]) -> Path:
-    """Record a run's metrics as the new baseline (review the diff before committing it)."""
+def write_baseline(
+    run_dirs: str | Path | Sequence[str | Path],
+    path: str | Path,
+    preset: str,
+    tolerances: dict[str, float],
+    noise_factor: float = NOISE_FACTOR,
+) -> Path:
+    """Record the mean of one or more runs as the new baseline (review the diff before committing it).
+
+    ``tolerances`` are floors by metric name (or full key); with several runs each key whose
+    ``noise_factor x noise`` exceeds its floor gets that as its own tolerance.
+    """
+    dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
+    means, stds, pooled = calibrate([run_metrics(d) for d in dirs])
+    floors = {**DEFAULT_TOLERANCES, **tolerances}
+    per_key = {}
+    for key, std in stds.items():
+        metric = key.rsplit("/", 1)[-1]
+        floor = float(floors.get(key, floors.get(metric, floors["default"])))
+        noise = max(std, pooled.get(_noise_group(key), 0.0))
+        if noise_factor * noise > floor:
+            per_key[key] = round(noise_factor * noise, 4)
     payload = {
         "preset": preset,
         "created_at": utc_now(),
         "git_sha": git_sha(),
-        "tolerances": {**DEFAULT_TOLERANCES, **tolerances},
-        "metrics": {
-            k: round(v, 6)
-            for k, v in sorted(run_metrics(run_dir).items())
-            if k.rsplit("/", 1)[-1] not in NOT_GATED and v == v  # NaN: nothing to compare against
+        "calibration": {
+            "runs": [str(d) for d in dirs],
+            "noise_factor": noise_factor,
+            "pooled_noise": {g: round(v, 6) for g, v in sorted(pooled.items())},
         },
+        "tolerances": {**floors, **dict(sorted(per_key.items()))},
+        "metrics": {k: round(v, 6) for k, v in sorted(means.items())},
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,67 @@ def test_gate_passes_within_tolerance_and_fails_on_regression(run_dir, tmp_path,
     assert "pixel_auroc" not in out.split("regression:")[1]
 
 
+def test_gate_compares_the_average_over_categories(run_dir, tmp_path, capsys):
+    baseline = tmp_path / "baseline.json"
+    assert main(["check", str(run_dir), "--write-baseline", str(baseline)]) == 0
+    metrics = json.loads(baseline.read_text())["metrics"]
+    assert metrics["downstream/a/Average/image_auroc"] == pytest.approx((0.8 + 0.4) / 2)
+    assert "downstream/b/Average/image_auroc" in metrics  # b has nut and brick (one seed each)
+    # -0.04 in both categories: each cell within 0.05, and so is the average.
+    _write(run_dir, "a", "nut", 1, {"image_auroc": 0.62, "pixel_auroc": 0.35})
+    _write(run_dir, "a", "brick", 1, {"image_auroc": 0.22, "pixel_auroc": 0.15})
+    capsys.readouterr()
+    assert main(["check", str(run_dir), "--baseline", str(baseline)]) == 0
+
+
+def _copy_run(run_dir: Path, target: Path, shift: dict) -> Path:
+    """A copy of ``run_dir`` whose (generator, category) image_auroc values move by ``shift``."""
+    for path in (run_dir / "raw" / "downstream").glob("*.json"):
+        payload = json.loads(path.read_text())
+        cell = payload["cell"]
+        payload["metrics"]["image_auroc"] += shift.get((cell["generator"], cell["category"]), 0.0)
+        out = target / "raw" / "downstream" / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload))
+    return target
+
+
+def test_baseline_from_perturbed_runs_calibrates_the_tolerances(run_dir, tmp_path, capsys):
+    # Three runs of "the same" grid; cell (a, nut) is noisy (+-0.2 per seed), the others move 0.01.
+    runs = [run_dir]
+    for i, d in enumerate([0.2, -0.2]):
+        shift = {("a", "nut"): d, ("a", "brick"): 0.01 * (i + 1), ("b", "nut"): 0.01, ("b", "brick"): -0.01}
+        runs.append(_copy_run(run_dir, tmp_path / f"run{i}", shift))
+    baseline = tmp_path / "baseline.json"
+    args = ["check", *map(str, runs), "--write-baseline", str(baseline), "--noise-factor", "3"]
+    assert main(args) == 0
+    payload = json.loads(baseline.read_text())
+    # Mean over the runs; (a, nut) has std 0.2 over the three runs, so its tolerance is 3 x 0.2.
+    assert payload["metrics"]["downstream/a/nut/image_auroc"] == pytest.approx(0.8)
+    assert payload["tolerances"]["downstream/a/nut/image_auroc"] == pytest.approx(0.6)
+    # The quiet cells get the pooled noise of every downstream/image_auroc cell (sqrt of mean variance).
+    stds = {("a", "nut"): 0.2, ("a", "brick"): 0.01, ("b", "nut"): 0.005773, ("b", "brick"): 0.005773}
+    pooled = (sum(v**2 for v in stds.values()) / 4) ** 0.5
+    assert payload["calibration"]["pooled_noise"]["downstream/image_auroc"] == pytest.approx(pooled, abs=1e-4)
+    assert payload["tolerances"]["downstream/b/nut/image_auroc"] == pytest.approx(3 * pooled, abs=1e-3)
+    # pixel_auroc never moved: no calibrated entry, the floor applies.
+    assert not any(k.endswith("pixel_auroc") for k in payload["tolerances"] if "/" in k)
+    # Every calibration run passes its own gate; a drop beyond the calibrated tolerance fails.
+    for run in runs:
+        assert main(["check", str(run), "--baseline", str(baseline)]) == 0
+    broken = _copy_run(run_dir, tmp_path / "broken", {("b", "nut"): -0.5})
+    capsys.readouterr()
+    assert main(["check", str(broken), "--baseline", str(baseline)]) == 1
+    assert "regression: downstream/b/nut/image_auroc" in capsys.readouterr().out
+
+
+def test_check_compares_one_run_and_rejects_bad_tolerances(run_dir, tmp_path, capsys):
+    assert main(["check", str(run_dir), str(run_dir), "--baseline", str(tmp_path / "b.json")]) == 2
+    assert "one run at a time" in capsys.readouterr().err
+    bad = ["check", str(run_dir), "--write-baseline", str(tmp_path / "b.json"), "--tolerance", "x"]
+    assert main(bad) == 2
+
+
 def test_gate_fails_on_missing_metric_and_respects_lower_is_better(run_dir, tmp_path, capsys):
     baseline = tmp_path / "b.json"
     metrics = {

@@ -6,14 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.gate import GateRow, compare, write_baseline
+from benchmarks.errors import UserError
+from benchmarks.gate import NOISE_FACTOR, GateRow, compare, write_baseline
 from benchmarks.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``check`` sub-command."""
     p = subparsers.add_parser("check", help="compare a run with a baseline; exit 1 when a metric regressed")
-    p.add_argument("run_dir", type=Path, help="a run folder (holds raw/)")
+    p.add_argument(
+        "run_dir", type=Path, nargs="+",
+        help="a run folder (holds raw/); with --write-baseline, one or more runs of the same preset "
+        "made under perturbations (thread count, CPU) to calibrate the tolerances",
+    )  # fmt: skip
     p.add_argument(
         "--baseline",
         type=Path,
@@ -25,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tolerance", action="append", default=[], metavar="METRIC=TOL",
         help="tolerance recorded with --write-baseline, e.g. pixel_ap=0.1 (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--noise-factor", type=float, default=NOISE_FACTOR,
+        help="with --write-baseline: tolerance = max(floor, this x calibrated noise) (default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(handler=run)
@@ -39,11 +48,18 @@ def _status(row: GateRow) -> str:
 def run(args: argparse.Namespace) -> int:
     """Compare (or write) and print every metric with its status."""
     if args.write_baseline:
-        tolerances = {k: float(v) for k, v in (t.split("=", 1) for t in args.tolerance)}
-        path = write_baseline(args.run_dir, args.write_baseline, args.preset, tolerances)
-        print(f"wrote baseline {path}")
+        try:
+            tolerances = {k: float(v) for k, v in (t.split("=", 1) for t in args.tolerance)}
+        except ValueError:
+            raise UserError(f"--tolerance takes METRIC=NUMBER, got {args.tolerance}") from None
+        path = write_baseline(
+            args.run_dir, args.write_baseline, args.preset, tolerances, noise_factor=args.noise_factor
+        )
+        print(f"wrote baseline {path} from {len(args.run_dir)} run(s)")
         return 0
-    rows = compare(args.run_dir, args.baseline)
+    if len(args.run_dir) != 1:
+        raise UserError("compare one run at a time (several runs go with --write-baseline)")
+    rows = compare(args.run_dir[0], args.baseline)
     failed = [r for r in rows if not r.passed]
     if args.json:
         print(json.dumps([{**r.__dict__, "passed": r.passed} for r in rows], indent=2))
