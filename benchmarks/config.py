@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from downstream.training import SegmenterConfig
 from downstream.unsupervised import DetectorConfig
 
 PRESET_DIR = Path(__file__).parent / "configs"
+
+
+#: Floats written without a dot (3e-4), which YAML 1.1 reads as strings.
+_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
 
 
 @dataclass
@@ -162,6 +167,8 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         return {k: _check_type(v, args[1] if args else Any, f"{key}.{k}") for k, v in value.items()}
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
     if annotation in (int, float, str, bool):
         if isinstance(value, bool) and annotation is not bool:
             raise ConfigError(f"{key}: expected {annotation.__name__}, got a boolean ({value!r})")

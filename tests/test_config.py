@@ -13,6 +13,7 @@ def test_presets_load():
 def test_overrides_are_typed():
     cfg = load_config("quick", ["segmenter.epochs=3", "seeds=[1, 2]", "segmenter.lr=0.01"])
     assert cfg.segmenter.epochs == 3 and cfg.seeds == [1, 2] and cfg.segmenter.lr == 0.01
+    assert load_config("quick", ["segmenter.lr=3e-4"]).segmenter.lr == 3e-4  # YAML 1.1 reads a string
 
 
 @pytest.mark.parametrize(
