@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from benchmarks.config import load_config
 from generation.dualanodiff.config import DualAnoDiffConfig
 from generation.dualanodiff.data import PairData
 from generation.dualanodiff.model import DualAnoDiffModel
@@ -135,7 +136,7 @@ def time_sampling(
 
 
 def cpu_small() -> None:
-    quick = DualAnoDiffConfig(pretrained_model_name_or_path=None, **QUICK)
+    quick = DualAnoDiffConfig(**load_config("quick").generation.options["dualanodiff"])
     parts = build_offline_components(
         quick.resolution,
         quick.offline_unet_channels,
@@ -210,20 +211,6 @@ def sd15_cuda() -> None:
             f"peak {mem_sample:.1f} GiB)"
         )
 
-
-#: The quick-preset offline settings (keep in sync with the options given to benchmarks/configs/quick.yaml).
-QUICK = {
-    "resolution": 64,
-    "train_batch_size": 4,
-    "rank": 8,
-    "offline_unet_channels": (32, 64),
-    "offline_vae_channels": (16, 32, 32),
-    "offline_text_width": 32,
-    "offline_text_layers": 1,
-    "num_inference_steps": 10,
-    "scheduler": "dpm",
-    "sample_batch_size": 16,
-}
 
 PARTS = {"cpu-small": cpu_small, "sd15-cpu": sd15_cpu, "sd15-cuda": sd15_cuda}
 
