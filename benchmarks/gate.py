@@ -44,6 +44,8 @@ DEFAULT_TOLERANCES = {"default": 0.05}
 NOISE_FACTOR = 3.0
 #: The category of a generator's mean over categories (the tables' ``Average`` row).
 AVERAGE = "Average"
+#: Metric key -> value.
+Values = dict[str, float]
 
 
 @dataclass
@@ -89,11 +91,9 @@ def run_metrics(run_dir: str | Path) -> dict[str, float]:
 
 def _noise_group(key: str) -> str:
     """Cells pool their noise per stage and metric; ``Average`` rows pool separately."""
-    stage, _, category, metric = key.split("/")
+    parts = key.split("/")
+    stage, category, metric = parts[0], parts[-2], parts[-1]
     return f"{stage}/{metric}" + (f"/{AVERAGE}" if category == AVERAGE else "")
-
-
-Values = dict[str, float]
 
 
 def calibrate(runs: Sequence[Values]) -> tuple[Values, Values, Values]:
