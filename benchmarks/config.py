@@ -241,6 +241,12 @@ def load_config(name_or_path: str | Path = "quick", overrides: list[str] | None 
 
 def validate_paths(config: RunConfig) -> None:
     """Paths named by the config must exist (``$VARS`` and ``~`` are expanded first)."""
+    weights = config.genmetrics.inception_weights
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise ConfigError(
+            f"genmetrics.inception_weights: {weights} is not a file; give torch-fidelity's "
+            "weights-inception-2015-12-05-6726825d.pth or leave it unset"
+        )
     root = config.data.root
     if root is None:
         return

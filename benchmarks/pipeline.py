@@ -57,6 +57,26 @@ def categories(config: RunConfig, root: Path) -> list[str]:
     return config.data.categories
 
 
+def check_run_inputs(config: RunConfig, root: Path, names: list[str], generators: list[str]) -> None:
+    """Fail before any job runs on what is wrong for the whole grid, with one line per problem.
+
+    Every category must read and split cleanly, every grid generator must be registered, and every
+    generator named in the grid or in ``generation.options`` must accept its options.
+    """
+    from generation.registry import list_generators
+
+    unknown = sorted(set(config.generation.options) - set(list_generators()))
+    if unknown:
+        raise ConfigError(
+            f"generation.options: no generator named {', '.join(unknown)}; "
+            f"registered: {', '.join(list_generators())}"
+        )
+    for name in dict.fromkeys([*generators, *config.generation.options]):
+        create_generator(name, **config.generation.options.get(name, {}))
+    for category in names:
+        make_split(read_category(root, category), config.data.split)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     """Write JSON atomically: a temporary file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

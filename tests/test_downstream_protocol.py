@@ -123,6 +123,20 @@ def test_classifier_loads_local_weights_safely(tmp_path):
         ClassifierConfig(weights=str(tmp_path / "absent.safetensors"))
 
 
+def test_classifier_offline_imagenet_efficientnet_lite0():
+    from downstream.classifier import build_classifier
+    from downstream.weights import EFFICIENTNET_LITE0, efficientnet_lite0_state_dict
+
+    config = ClassifierConfig(arch="tf_efficientnet_lite0", weights=EFFICIENTNET_LITE0)
+    model, init = build_classifier(config, num_classes=3)
+    reference = efficientnet_lite0_state_dict()
+    assert init == EFFICIENTNET_LITE0 and model.classifier.out_features == 3
+    assert torch.equal(model.conv_stem.weight, reference["conv_stem.weight"])
+    assert torch.equal(model.blocks[6][0].conv_pw.weight, reference["blocks.6.0.conv_pw.weight"])
+    with pytest.raises(DownstreamInputError, match="needs classifier.arch=tf_efficientnet_lite0"):
+        ClassifierConfig(arch="resnet18", weights=EFFICIENTNET_LITE0)
+
+
 def test_run_config_carries_classifier_evaluation_and_detectors():
     config = load_config(
         "quick",

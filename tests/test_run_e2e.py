@@ -1,4 +1,7 @@
 import json
+import shutil
+
+import pytest
 
 from benchmarks.cli import main
 
@@ -71,3 +74,34 @@ def test_run_with_a_category_the_dataset_lacks_exits_2(tmp_path, nut_root, capsy
     assert code == 2
     err = capsys.readouterr().err
     assert "data.categories: brick not in" in err and "available: nut" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("generation.generators=[foo]", "unknown generator 'foo'"),
+        ("generation.options.perlin.texture_dir=/definitely/not/here", "texture_dir /definitely/not/here"),
+        ("generation.options.perlinn.beta_max=0.5", "generation.options: no generator named perlinn"),
+        ("generation.options.nsa.tries=0", "tries >= 1"),
+        ("genmetrics.inception_weights=/definitely/not/here.pth", "genmetrics.inception_weights"),
+    ],
+)
+def test_run_checks_generators_and_paths_before_any_job(tmp_path, nut_root, capsys, setting, message):
+    run_dir = tmp_path / "run"
+    args = ["run", "quick", "--dataset", str(nut_root), "--out", str(run_dir), "--no-progress", *TINY]
+    assert main([*args, "--set", "generation.generators=[nsa]", "--set", setting]) == 2  # last --set wins
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (run_dir / "raw").exists()
+
+
+def test_run_checks_the_dataset_before_any_job(tmp_path, nut_root, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(nut_root / "nut", broken / "nut")
+    (broken / "nut" / "ground_truth" / "scratch" / "000_mask.png").unlink()
+    run_dir = tmp_path / "run"
+    args = ["run", "quick", "--dataset", str(broken), "--out", str(run_dir), "--no-progress", *TINY]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "000.png: no mask" in err and "Traceback" not in err
+    assert not (run_dir / "raw").exists()

@@ -18,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one generator per line (with its options when verbose)."""
-    for name in list_generators(args.pattern):
+    names = list_generators(args.pattern)
+    if not names:
+        print(f"no registered generator matches {args.pattern!r}; `anobench generators` lists them all")
+    for name in names:
         cls = get_generator(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name:20s} {doc}")

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from benchmarks.config import list_presets, load_config
-from benchmarks.pipeline import categories, dataset_root
+from benchmarks.pipeline import categories, check_run_inputs, dataset_root
 from benchmarks.provenance import utc_now
 from benchmarks.runner.backends import make_backend, run_grid
-from benchmarks.runner.grid import expand_grid
+from benchmarks.runner.grid import expand_grid, grid_generators
 from benchmarks.runner.jobs import DOWNSTREAM
 from benchmarks.tables import format_table
 
@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.preset, overrides)
     run_dir = args.out or Path(config.output_dir) / config.name
     root = dataset_root(config)
-    jobs = expand_grid(config, root, run_dir, categories(config, root))
+    names = categories(config, root)
+    check_run_inputs(config, root, names, grid_generators(config))
+    jobs = expand_grid(config, root, run_dir, names)
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )

@@ -89,6 +89,10 @@ class PerlinConfig(GeneratorConfig):
     tries: int = 20
 
     def __post_init__(self) -> None:
+        if self.texture_dir is not None and not Path(self.texture_dir).expanduser().is_dir():
+            raise GenerationInputError(
+                f"perlin: texture_dir {self.texture_dir} is not a folder; point it at DTD's images/"
+            )
         if not 0 <= self.min_scale_exp <= self.max_scale_exp:
             raise GenerationInputError("perlin: need 0 <= min_scale_exp <= max_scale_exp")
         if not 0 <= self.beta_max <= 1:
@@ -112,10 +116,6 @@ class Perlin(Generator):
         self.textures: list[Path] = []
         if self.config.texture_dir is not None:
             folder = Path(self.config.texture_dir).expanduser()
-            if not folder.is_dir():
-                raise GenerationInputError(
-                    f"perlin: texture_dir {folder} is not a folder; point it at DTD's images/"
-                )
             self.textures = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self.textures:
                 raise GenerationInputError(f"perlin: texture_dir {folder} holds no images")
