@@ -28,7 +28,7 @@ from generation.base import FewShotSet
 from generation.foreground import foreground_prior
 from generation.format import GeneratedSetWriter, read_generated_set
 from generation.quality import mask_quality, mask_summary
-from generation.registry import create_generator
+from generation.registry import create_generator, list_generators
 
 # Categories known to be textures (MVTec AD's five, and the embedded ones).
 TEXTURE_CATEGORIES = {"carpet", "grid", "leather", "tile", "wood"} | {
@@ -63,8 +63,6 @@ def check_run_inputs(config: RunConfig, root: Path, names: list[str], generators
     Every category must read and split cleanly, every grid generator must be registered, and every
     generator named in the grid or in ``generation.options`` must accept its options.
     """
-    from generation.registry import list_generators
-
     unknown = sorted(set(config.generation.options) - set(list_generators()))
     if unknown:
         raise ConfigError(
