@@ -89,6 +89,12 @@ def run_metrics(run_dir: str | Path) -> dict[str, float]:
     return out
 
 
+def tolerance_for(tolerances: dict[str, float], key: str) -> float:
+    """The tolerance of ``key``: its own entry, else its metric name's, else ``default``."""
+    metric = key.rsplit("/", 1)[-1]
+    return float(tolerances.get(key, tolerances.get(metric, tolerances["default"])))
+
+
 def _noise_group(key: str) -> str:
     """Cells pool their noise per stage and metric; ``Average`` rows pool separately."""
     parts = key.split("/")
@@ -147,9 +153,7 @@ def compare(run_dir: str | Path, baseline_path: str | Path) -> list[GateRow]:
     values = run_metrics(run_dir)
     rows = []
     for key, reference in sorted(baseline["metrics"].items()):
-        metric = key.rsplit("/", 1)[-1]
-        tolerance = float(tolerances.get(key, tolerances.get(metric, tolerances["default"])))
-        rows.append(GateRow(key, float(reference), values.get(key), tolerance))
+        rows.append(GateRow(key, float(reference), values.get(key), tolerance_for(tolerances, key)))
     return rows
 
 
@@ -170,8 +174,7 @@ def write_baseline(
     floors = {**DEFAULT_TOLERANCES, **tolerances}
     per_key = {}
     for key, std in stds.items():
-        metric = key.rsplit("/", 1)[-1]
-        floor = float(floors.get(key, floors.get(metric, floors["default"])))
+        floor = tolerance_for(floors, key)
         noise = max(std, pooled.get(_noise_group(key), 0.0))
         if noise_factor * noise > floor:
             per_key[key] = round(noise_factor * noise, 4)
