@@ -13,10 +13,10 @@ import keyword
 import sys
 from collections.abc import Sequence
 
-from benchmarks import __version__
-from benchmarks.errors import UserError
-from downstream.errors import DownstreamInputError
-from generation.errors import GenerationInputError
+from anobench.benchmarks import __version__
+from anobench.benchmarks.errors import UserError
+from anobench.downstream.errors import DownstreamInputError
+from anobench.generation.errors import GenerationInputError
 
 USER_ERRORS = (UserError, GenerationInputError, DownstreamInputError)
 COMMANDS = (
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = f"{name}_" if keyword.iskeyword(name) else name  # `import` lives in import_.py
-        importlib.import_module(f"benchmarks.commands.{module}").register(subparsers)
+        importlib.import_module(f"anobench.benchmarks.commands.{module}").register(subparsers)
     return parser
 
 

@@ -1,11 +1,11 @@
 """Run configuration: YAML presets validated into dataclasses.
 
 A preset is a YAML file under ``benchmarks/configs/`` (``quick``, ``paper-mvtec``) or any path.
-Unknown keys, wrong types and missing paths raise :class:`~benchmarks.errors.ConfigError` naming
+Unknown keys, wrong types and missing paths raise :class:`~anobench.benchmarks.errors.ConfigError` naming
 the key. Overrides use dotted keys: ``segmenter.epochs=2``.
 
 Example:
-    >>> from benchmarks.config import load_config
+    >>> from anobench.benchmarks.config import load_config
     >>> cfg = load_config("quick", overrides=["segmenter.epochs=1"])
     >>> cfg.segmenter.epochs
     1
@@ -24,13 +24,13 @@ from typing import Any
 
 import yaml
 
-from benchmarks.errors import ConfigError
-from benchmarks.metrics.defaults import DEFAULTS as METRIC_DEFAULTS
-from benchmarks.metrics.defaults import IC_LPIPS_VARIANTS, METRIC_NAMES
-from downstream.classifier import ClassifierConfig
-from downstream.metrics import F1_MODES
-from downstream.training import SegmenterConfig
-from downstream.unsupervised import DetectorConfig
+from anobench.benchmarks.errors import ConfigError
+from anobench.benchmarks.metrics.defaults import DEFAULTS as METRIC_DEFAULTS
+from anobench.benchmarks.metrics.defaults import IC_LPIPS_VARIANTS, METRIC_NAMES
+from anobench.downstream.classifier import ClassifierConfig
+from anobench.downstream.metrics import F1_MODES
+from anobench.downstream.training import SegmenterConfig
+from anobench.downstream.unsupervised import DetectorConfig
 
 PRESET_DIR = Path(__file__).parent / "configs"
 

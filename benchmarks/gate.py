@@ -32,10 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.errors import UserError
-from benchmarks.provenance import git_sha, utc_now
-from benchmarks.report.collect import collect_results
-from generation.quality import MASK_METRICS
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.provenance import git_sha, utc_now
+from anobench.benchmarks.report.collect import collect_results
+from anobench.generation.quality import MASK_METRICS
 
 LOWER_IS_BETTER = {"kid", "fid"}
 NOT_GATED = set(MASK_METRICS)

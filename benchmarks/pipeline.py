@@ -15,20 +15,20 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.config import RunConfig
-from benchmarks.data.mvtec import list_categories, read_category
-from benchmarks.data.splits import SplitManifest, make_split
-from benchmarks.data.synth import CATEGORIES, embedded_dataset
-from benchmarks.errors import ConfigError
-from downstream.classifier import run_classification
-from downstream.evaluation import HeldOutSplit
-from downstream.protocol import run_segmentation
-from downstream.unsupervised import DetectorConfig, run_detector
-from generation.base import FewShotSet
-from generation.foreground import foreground_prior
-from generation.format import GeneratedSetWriter, read_generated_set
-from generation.quality import mask_quality, mask_summary
-from generation.registry import create_generator, list_generators
+from anobench.benchmarks.config import RunConfig
+from anobench.benchmarks.data.mvtec import list_categories, read_category
+from anobench.benchmarks.data.splits import SplitManifest, make_split
+from anobench.benchmarks.data.synth import CATEGORIES, embedded_dataset
+from anobench.benchmarks.errors import ConfigError
+from anobench.downstream.classifier import run_classification
+from anobench.downstream.evaluation import HeldOutSplit
+from anobench.downstream.protocol import run_segmentation
+from anobench.downstream.unsupervised import DetectorConfig, run_detector
+from anobench.generation.base import FewShotSet
+from anobench.generation.foreground import foreground_prior
+from anobench.generation.format import GeneratedSetWriter, read_generated_set
+from anobench.generation.quality import mask_quality, mask_summary
+from anobench.generation.registry import create_generator, list_generators
 
 # Categories known to be textures (MVTec AD's five, and the embedded ones).
 TEXTURE_CATEGORIES = {"carpet", "grid", "leather", "tile", "wood"} | {
@@ -147,7 +147,7 @@ def segmentation_stage(
 ) -> dict[str, Any]:
     """Train the segmenter on the generated pairs (none: normals only) and score the real test split.
 
-    Returns :func:`downstream.protocol.run_segmentation`'s result: ``metrics`` plus ``selection``,
+    Returns :func:`anobench.downstream.protocol.run_segmentation`'s result: ``metrics`` plus ``selection``,
     ``selected_epoch``, ``per_defect``, ``history``; ``scores.npz`` goes to ``out_dir`` when given.
     """
     generated: dict[str, list[tuple[Path, Path]]] = {}
@@ -224,7 +224,7 @@ def genmetrics_stage(
     mask summary), ``per_defect`` (each type's values and mask statistics), ``weights`` and
     ``unavailable`` (metrics whose weights are missing, with the reason), and ``settings``.
     """
-    from benchmarks.metrics.api import compute_generation_metrics
+    from anobench.benchmarks.metrics.api import compute_generation_metrics
 
     options = config.genmetrics
     result = compute_generation_metrics(

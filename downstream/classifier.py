@@ -19,7 +19,7 @@ with ``arch="tf_efficientnet_lite0"`` takes the real ImageNet weights shipped in
 paper's architecture, so results say so in ``init``).
 
 Example:
-    >>> from downstream.classifier import ClassifierConfig
+    >>> from anobench.downstream.classifier import ClassifierConfig
     >>> ClassifierConfig().arch, ClassifierConfig().epochs, ClassifierConfig().batch_size
     ('resnet34', 30, 8)
 """
@@ -36,11 +36,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from downstream.errors import DownstreamInputError
-from downstream.metrics import CLS_ACCURACY, classification_accuracy
-from downstream.protocol import BestOnTest
-from downstream.training import SELECTION_POLICIES, load_images, resolve_device
-from downstream.weights import EFFICIENTNET_LITE0, efficientnet_lite0_state_dict, file_digest, read_state_dict
+from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.metrics import CLS_ACCURACY, classification_accuracy
+from anobench.downstream.protocol import BestOnTest
+from anobench.downstream.training import SELECTION_POLICIES, load_images, resolve_device
+from anobench.downstream.weights import (
+    EFFICIENTNET_LITE0,
+    efficientnet_lite0_state_dict,
+    file_digest,
+    read_state_dict,
+)
 
 SKIPPED = "skipped"
 

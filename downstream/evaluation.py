@@ -1,7 +1,7 @@
 """The held-out real test split, loaded once, and the scoring of anomaly maps on it.
 
 Example:
-    >>> from downstream.evaluation import HeldOutSplit  # doctest: +SKIP
+    >>> from anobench.downstream.evaluation import HeldOutSplit  # doctest: +SKIP
     >>> split = HeldOutSplit.load(test_good, {"scratch": [(image, mask), ...]}, size=256)  # doctest: +SKIP
     >>> split.score(maps, scores)["pixel_aupro"]  # doctest: +SKIP
 """
@@ -15,10 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from downstream.errors import DownstreamInputError
-from downstream.metrics import IMAGE_AP, IMAGE_AUROC, PIXEL_AP, PIXEL_AUPRO, PIXEL_AUROC, segmentation_metrics
-from downstream.segmenter import DiscriminativeUNet
-from downstream.training import SegmenterConfig, load_images, load_masks, predict_tensor
+from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.metrics import (
+    IMAGE_AP,
+    IMAGE_AUROC,
+    PIXEL_AP,
+    PIXEL_AUPRO,
+    PIXEL_AUROC,
+    segmentation_metrics,
+)
+from anobench.downstream.segmenter import DiscriminativeUNet
+from anobench.downstream.training import SegmenterConfig, load_images, load_masks, predict_tensor
 
 GOOD = "good"
 # Per-defect rows (that defect's images against all good ones) keep the metrics a curve needs.

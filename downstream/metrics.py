@@ -24,7 +24,7 @@ Definitions (``P`` positives, thresholds = every distinct score, predicted posit
 
 Example:
     >>> import numpy as np
-    >>> from downstream.metrics import segmentation_metrics, IMAGE_AUROC
+    >>> from anobench.downstream.metrics import segmentation_metrics, IMAGE_AUROC
     >>> maps = np.zeros((2, 4, 4)); maps[1, 0, 0] = 1.0
     >>> masks = np.zeros((2, 4, 4), bool); masks[1, 0, 0] = True
     >>> segmentation_metrics(maps, masks, scores=np.array([0.0, 1.0]))[IMAGE_AUROC]
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from downstream.errors import DownstreamInputError
+from anobench.downstream.errors import DownstreamInputError
 
 IMAGE_AUROC = "image_auroc"
 IMAGE_AP = "image_ap"

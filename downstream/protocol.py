@@ -11,7 +11,7 @@ Selection policies (``SegmenterConfig.selection``):
   (``selection: best-on-test`` and ``selected_epoch``).
 
 Example:
-    >>> from downstream.protocol import run_segmentation  # doctest: +SKIP
+    >>> from anobench.downstream.protocol import run_segmentation  # doctest: +SKIP
     >>> config = SegmenterConfig(image_size=64, base_width=8, epochs=2)  # doctest: +SKIP
     >>> result = run_segmentation(normals, {"scratch": pairs}, test_good, {"scratch": test_pairs},
     ...                           config, seed=0)  # doctest: +SKIP
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from downstream.evaluation import HeldOutSplit, predict_split
-from downstream.metrics import AUPRO_FPR_LIMIT, pro_curve, selection_score
-from downstream.training import SegmenterConfig, train_segmenter
+from anobench.downstream.evaluation import HeldOutSplit, predict_split
+from anobench.downstream.metrics import AUPRO_FPR_LIMIT, pro_curve, selection_score
+from anobench.downstream.training import SegmenterConfig, train_segmenter
 
 SCORES_FILE = "scores.npz"
 PIXEL_SAMPLE = 200_000  # pixels kept (uniformly at random) for drawing pixel ROC/PR curves later

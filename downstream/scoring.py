@@ -12,7 +12,7 @@ protocol's rule; ``pool_kernel=1`` is the plain maximum), or given in a scores f
 ``{"<defect>/<stem>": score}`` or CSV lines ``<defect>/<stem>,<score>``.
 
 Example:
-    >>> from downstream.scoring import score_map_folder  # doctest: +SKIP
+    >>> from anobench.downstream.scoring import score_map_folder  # doctest: +SKIP
     >>> score_map_folder(test_good, test_anomalies, "maps/")["metrics"]["pixel_aupro"]  # doctest: +SKIP
 """
 
@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from downstream.errors import DownstreamInputError
-from downstream.evaluation import GOOD, HeldOutSplit
-from downstream.segmenter import image_scores
+from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.evaluation import GOOD, HeldOutSplit
+from anobench.downstream.segmenter import image_scores
 
 MAP_EXTENSIONS = (".npy", ".tiff", ".tif", ".png")
 MAX_PROBLEMS = 20

@@ -7,7 +7,7 @@ connections, and a 3x3 output conv. ``base_width`` b is 64 in the paper protocol
 
 Example:
     >>> import torch
-    >>> from downstream.segmenter import DiscriminativeUNet
+    >>> from anobench.downstream.segmenter import DiscriminativeUNet
     >>> net = DiscriminativeUNet(base_width=8)
     >>> net(torch.zeros(1, 3, 64, 64)).shape
     torch.Size([1, 2, 64, 64])

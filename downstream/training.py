@@ -7,7 +7,7 @@ then pair uniform); RGB in [0, 1], resized, no augmentation; focal loss; Adam; M
 80 % / 90 % of the epochs with gamma 0.2.
 
 Example:
-    >>> from downstream.training import SegmenterConfig
+    >>> from anobench.downstream.training import SegmenterConfig
     >>> SegmenterConfig().image_size, SegmenterConfig().epochs
     (256, 200)
 """
@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from downstream.errors import DownstreamInputError
-from downstream.segmenter import DiscriminativeUNet, focal_loss, image_scores
+from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.segmenter import DiscriminativeUNet, focal_loss, image_scores
 
 SELECTION_POLICIES = ("last-epoch", "best-on-test")
 

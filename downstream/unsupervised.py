@@ -4,7 +4,7 @@ They are trained on ``train/good`` only and scored on the same held-out test spl
 segmenter, so a table can show "trained on generated anomalies" against "no anomalies at all".
 anomalib's torch models are driven directly (no Lightning trainer): features of the good
 images are collected, the model is fitted (coreset / Gaussian), and the anomaly maps of the test
-images are scored by :mod:`downstream.metrics`. anomalib is imported lazily (it costs ~10 s).
+images are scored by :mod:`anobench.downstream.metrics`. anomalib is imported lazily (it costs ~10 s).
 
 Backbone weights (``DetectorConfig.backbone_weights``), recorded with every result:
 
@@ -15,7 +15,7 @@ Backbone weights (``DetectorConfig.backbone_weights``), recorded with every resu
 * a path to a state dict of the backbone (timm/torchvision key names), recorded as its sha256.
 
 Example:
-    >>> from downstream.unsupervised import DetectorConfig
+    >>> from anobench.downstream.unsupervised import DetectorConfig
     >>> DetectorConfig(name="padim").layers
     ['layer1', 'layer2', 'layer3']
 """
@@ -34,10 +34,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from downstream.errors import DownstreamInputError
-from downstream.evaluation import HeldOutSplit
-from downstream.training import load_images, resolve_device
-from downstream.weights import EFFICIENTNET_LITE0, efficientnet_lite0_state_dict, file_digest, read_state_dict
+from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.evaluation import HeldOutSplit
+from anobench.downstream.training import load_images, resolve_device
+from anobench.downstream.weights import (
+    EFFICIENTNET_LITE0,
+    efficientnet_lite0_state_dict,
+    file_digest,
+    read_state_dict,
+)
 
 DETECTORS = ("patchcore", "padim")
 RANDOM = "random"

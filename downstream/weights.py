@@ -4,7 +4,7 @@
 pickled code is ever executed. A file is recorded as ``<name> sha256:<first 16 hex digits>``.
 
 Example:
-    >>> from downstream.weights import file_digest  # doctest: +SKIP
+    >>> from anobench.downstream.weights import file_digest  # doctest: +SKIP
     >>> file_digest("resnet34.safetensors")  # doctest: +SKIP
     'resnet34.safetensors sha256:3f1c0d9a7b2e4c55'
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from downstream.errors import DownstreamInputError
+from anobench.downstream.errors import DownstreamInputError
 
 #: Real ImageNet EfficientNet-Lite0 weights from a registry package (an offline pretrained backbone).
 EFFICIENTNET_LITE0 = "offline-imagenet-efficientnet-lite0"

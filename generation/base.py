@@ -4,7 +4,7 @@ A generator is configured by a dataclass (its ``Config``); every parameter is a 
 default, so a preset can set any of them and the config hash in the manifest identifies the run.
 
 Example:
-    >>> from generation import create_generator
+    >>> from anobench.generation import create_generator
     >>> gen = create_generator("real-fewshot")
     >>> gen.config_hash()  # doctest: +ELLIPSIS
     '...'
@@ -156,7 +156,7 @@ class Generator(ABC):
         return self.fewshot
 
     def _check_defect(self, defect: str) -> list[tuple[Path, Path]]:
-        from generation.errors import GenerationInputError
+        from anobench.generation.errors import GenerationInputError
 
         fewshot = self._require_fit()
         if defect not in fewshot.anomalies:

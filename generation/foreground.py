@@ -24,7 +24,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from generation.base import load_rgb
+from anobench.generation.base import load_rgb
 
 
 def estimate_foreground(image: np.ndarray, border: int | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ Masks are strictly binary (0/255) and the same size as their image; :func:`read_
 checks both (``validate=True``) and reports every problem as one line naming the file and the fix.
 
 Example:
-    >>> from generation.format import read_generated_set
+    >>> from anobench.generation.format import read_generated_set
     >>> pairs = read_generated_set("runs/quick/generated/real-fewshot")  # doctest: +SKIP
     >>> sorted(pairs)  # doctest: +SKIP
     [('nut', 'missing'), ('nut', 'scratch'), ('nut', 'stain')]
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from generation.base import GeneratedPair
-from generation.errors import GenerationInputError
+from anobench.generation.base import GeneratedPair
+from anobench.generation.errors import GenerationInputError
 
 MANIFEST = "manifest.jsonl"
 IMAGE_DIR, MASK_DIR, FG_DIR = "image", "mask", "fg"

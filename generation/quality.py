@@ -6,8 +6,8 @@ fraction of empty masks and, for object categories when an object foreground is 
 fraction of each non-empty mask that lies inside the object.
 
 Example:
-    >>> from generation.format import read_generated_set
-    >>> from generation.quality import mask_quality, quality_figure
+    >>> from anobench.generation.format import read_generated_set
+    >>> from anobench.generation.quality import mask_quality, quality_figure
     >>> pairs = read_generated_set("runs/quick/generated/perlin__seed0")  # doctest: +SKIP
     >>> rows = mask_quality(pairs)  # doctest: +SKIP
     >>> quality_figure(pairs, "perlin.png", per_defect=4)  # doctest: +SKIP
@@ -23,9 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import ndimage
 
-from generation.base import load_mask, load_rgb
-from generation.foreground import resize_mask
-from generation.format import GeneratedEntry
+from anobench.generation.base import load_mask, load_rgb
+from anobench.generation.foreground import resize_mask
+from anobench.generation.format import GeneratedEntry
 
 COMPONENT_BINS = ("0", "1", "2", "3", "4+")
 
@@ -88,7 +88,7 @@ def mask_quality(
     Args:
         generated: the pairs per (category, defect).
         foregrounds: object foreground per category (object categories only; see
-            :func:`generation.foreground.foreground_prior`).
+            :func:`anobench.generation.foreground.foreground_prior`).
     """
     foregrounds = foregrounds or {}
     return [defect_quality(entries, foregrounds.get(cat)) for (cat, _), entries in sorted(generated.items())]

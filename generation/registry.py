@@ -4,7 +4,7 @@ Third-party generators register through the ``anobench.generators`` entry-point 
 (``name = "package.module:GeneratorClass"``), so a new method is benchmarked without a fork.
 
 Example:
-    >>> from generation.registry import list_generators
+    >>> from anobench.generation.registry import list_generators
     >>> list_generators("real*")
     ['real-fewshot']
 """
@@ -16,12 +16,12 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from generation.base import Generator
-from generation.errors import GenerationInputError
+from anobench.generation.base import Generator
+from anobench.generation.errors import GenerationInputError
 
 ENTRY_POINT_GROUP = "anobench.generators"
 # Modules whose import registers the built-in generators.
-_BUILTIN_MODULES = ("generation.baselines", "generation.dualanodiff")
+_BUILTIN_MODULES = ("anobench.generation.baselines", "anobench.generation.dualanodiff")
 
 _REGISTRY: dict[str, type[Generator]] = {}
 _loaded = False

@@ -20,7 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded dataset (seed 0), read-only for the tests that use it."""
-    from benchmarks.data.synth import build_synthetic_dataset
+    from anobench.benchmarks.data.synth import build_synthetic_dataset
 
     return build_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), seed=0)
 
@@ -28,6 +28,6 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def nut_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Only the ``nut`` category: a smaller dataset for the end-to-end tests."""
-    from benchmarks.data.synth import build_synthetic_dataset
+    from anobench.benchmarks.data.synth import build_synthetic_dataset
 
     return build_synthetic_dataset(tmp_path_factory.mktemp("nut"), seed=0, categories=["nut"])

@@ -1,7 +1,7 @@
 import pytest
 
-from benchmarks.config import flatten, list_presets, load_config
-from benchmarks.errors import ConfigError
+from anobench.benchmarks.config import flatten, list_presets, load_config
+from anobench.benchmarks.errors import ConfigError
 
 
 def test_presets_load():

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-from downstream import metrics as M
-from downstream.errors import DownstreamInputError
+from anobench.downstream import metrics as M
+from anobench.downstream.errors import DownstreamInputError
 
 
 def _random_case(rng, n=6, size=24, ties=False):

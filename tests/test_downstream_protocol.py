@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.config import load_config
-from benchmarks.data.mvtec import read_category
-from benchmarks.data.splits import make_split
-from benchmarks.errors import ConfigError
-from downstream import metrics as M
-from downstream.classifier import ClassifierConfig, average_accuracy, run_classification
-from downstream.errors import DownstreamInputError
-from downstream.protocol import BestOnTest, run_segmentation
-from downstream.training import SegmenterConfig
+from anobench.benchmarks.config import load_config
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.errors import ConfigError
+from anobench.downstream import metrics as M
+from anobench.downstream.classifier import ClassifierConfig, average_accuracy, run_classification
+from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.protocol import BestOnTest, run_segmentation
+from anobench.downstream.training import SegmenterConfig
 
 TINY = dict(image_size=32, base_width=4, epochs=2, samples_per_epoch=8, batch_size=4, device="cpu")
 
@@ -102,7 +102,7 @@ def test_classifier_loads_local_weights_safely(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from downstream.classifier import build_classifier
+    from anobench.downstream.classifier import build_classifier
 
     source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
     path = tmp_path / "resnet18.safetensors"
@@ -124,8 +124,8 @@ def test_classifier_loads_local_weights_safely(tmp_path):
 
 
 def test_classifier_offline_imagenet_efficientnet_lite0():
-    from downstream.classifier import build_classifier
-    from downstream.weights import EFFICIENTNET_LITE0, efficientnet_lite0_state_dict
+    from anobench.downstream.classifier import build_classifier
+    from anobench.downstream.weights import EFFICIENTNET_LITE0, efficientnet_lite0_state_dict
 
     config = ClassifierConfig(arch="tf_efficientnet_lite0", weights=EFFICIENTNET_LITE0)
     model, init = build_classifier(config, num_classes=3)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.cli import main
-from benchmarks.data.mvtec import read_category
-from downstream import metrics as M
-from downstream.scoring import read_map
+from anobench.benchmarks.cli import main
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.downstream import metrics as M
+from anobench.downstream.scoring import read_map
 
 
 def _write_maps(nut_root, out, fmt="npy", size=None):

@@ -1,11 +1,11 @@
 import pytest
 
-from benchmarks.data.mvtec import read_category
-from benchmarks.data.splits import make_split
-from downstream import metrics as M
-from downstream.errors import DownstreamInputError
-from downstream.evaluation import HeldOutSplit
-from downstream.unsupervised import EFFICIENTNET_LITE0, DetectorConfig, run_detector
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.downstream import metrics as M
+from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.evaluation import HeldOutSplit
+from anobench.downstream.unsupervised import EFFICIENTNET_LITE0, DetectorConfig, run_detector
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_backbone_weights_from_a_local_file_are_loaded_and_recorded(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from downstream.unsupervised import _build_model
+    from anobench.downstream.unsupervised import _build_model
 
     source = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "resnet18.safetensors"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 
 TINY = {
     "pretrained_model_name_or_path": None,
@@ -33,14 +33,14 @@ def tiny_config(**overrides) -> DualAnoDiffConfig:
 
 
 def tiny_components():
-    from generation.dualanodiff.models import build_offline_components
+    from anobench.generation.dualanodiff.models import build_offline_components
 
     c = tiny_config()
     return build_offline_components(16, c.offline_unet_channels, c.offline_vae_channels, 16, 1, seed=0)
 
 
 def tiny_model(coupling: bool = True, bcm: bool = False, seed: int = 0):
-    from generation.dualanodiff.model import DualAnoDiffModel
+    from anobench.generation.dualanodiff.model import DualAnoDiffModel
 
     parts = tiny_components()
     torch.manual_seed(seed)
@@ -52,7 +52,7 @@ def pair_data(tmp_path_factory):
     """Three 16x16 anomaly images with square masks."""
     from PIL import Image
 
-    from generation.dualanodiff.data import load_pair_data
+    from anobench.generation.dualanodiff.data import load_pair_data
 
     root = tmp_path_factory.mktemp("pairs")
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def test_branches_interact_only_with_coupling():
 
 
 def test_lora_sets_are_per_branch():
-    from generation.dualanodiff.attention import dual_processors
+    from anobench.generation.dualanodiff.attention import dual_processors
 
     for coupling in (False, True):
         model, _ = tiny_model(coupling=coupling)
@@ -133,7 +133,7 @@ def test_lora_sets_are_per_branch():
 
 
 def test_bcm_starts_as_identity_of_the_plain_model():
-    from generation.dualanodiff.attention import dual_processors
+    from anobench.generation.dualanodiff.attention import dual_processors
 
     plain, _ = tiny_model(bcm=False)
     bcm, _ = tiny_model(bcm=True)
@@ -164,7 +164,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_steps_change_weights_and_write_loadable_checkpoints(pair_data, tmp_path):
-    from generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.training import train_dual
 
     data, _ = pair_data
     init, _ = tiny_model(seed=3)  # train_dual seeds the adapters with config.seed = 3
@@ -191,7 +191,7 @@ def test_two_steps_change_weights_and_write_loadable_checkpoints(pair_data, tmp_
 
 
 def test_resume_continues_exactly(pair_data, tmp_path):
-    from generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.training import train_dual
 
     data, _ = pair_data
     config = tiny_config(max_train_steps=4, checkpointing_steps=2)
@@ -210,7 +210,7 @@ def test_resume_continues_exactly(pair_data, tmp_path):
 
 
 def test_bcm_training_moves_alpha(pair_data, tmp_path):
-    from generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.training import train_dual
 
     _, bcm_data = pair_data
     train_dual(
@@ -221,10 +221,10 @@ def test_bcm_training_moves_alpha(pair_data, tmp_path):
 
 
 def test_checkpoint_round_trip_gives_identical_samples(pair_data, tmp_path):
-    from generation.dualanodiff.model import DualAnoDiffModel
-    from generation.dualanodiff.models import sampling_scheduler
-    from generation.dualanodiff.pipeline import DualAnoDiffPipeline
-    from generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.model import DualAnoDiffModel
+    from anobench.generation.dualanodiff.models import sampling_scheduler
+    from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
+    from anobench.generation.dualanodiff.training import train_dual
 
     data, _ = pair_data
     model = train_dual(tiny_components(), data, tiny_config(max_train_steps=2), tmp_path, progress=False)
@@ -244,8 +244,8 @@ def test_checkpoint_round_trip_gives_identical_samples(pair_data, tmp_path):
 
 
 def test_mismatched_weights_are_a_clear_error(pair_data, tmp_path):
-    from generation.dualanodiff.training import save_final
-    from generation.errors import GenerationInputError
+    from anobench.generation.dualanodiff.training import save_final
+    from anobench.generation.errors import GenerationInputError
 
     model, _ = tiny_model()
     save_final(tmp_path, model, tiny_config())
@@ -255,8 +255,8 @@ def test_mismatched_weights_are_a_clear_error(pair_data, tmp_path):
 
 
 def test_threshold_mask_and_u2net_error(tmp_path):
-    from generation.dualanodiff.masks import mask_extractor, threshold_mask
-    from generation.errors import GenerationInputError
+    from anobench.generation.dualanodiff.masks import mask_extractor, threshold_mask
+    from anobench.generation.errors import GenerationInputError
 
     part = np.full((32, 32, 3), 128, np.uint8)
     part[4:12, 6:20] = (200, 60, 128)  # the anomaly
@@ -274,7 +274,7 @@ def test_threshold_mask_and_u2net_error(tmp_path):
 
 
 def test_config_errors_name_the_field():
-    from generation.errors import GenerationInputError
+    from anobench.generation.errors import GenerationInputError
 
     with pytest.raises(GenerationInputError) as err:
         DualAnoDiffConfig(scheduler="euler", resolution=30, mask_extractor="u2net")

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generation.registry import create_generator, list_generators
+from anobench.generation.registry import create_generator, list_generators
 
 
 @pytest.fixture(scope="module")
 def nut_fewshot(nut_root):
-    from benchmarks.data.mvtec import read_category
-    from benchmarks.data.splits import make_split
-    from benchmarks.pipeline import fewshot_set
+    from anobench.benchmarks.data.mvtec import read_category
+    from anobench.benchmarks.data.splits import make_split
+    from anobench.benchmarks.pipeline import fewshot_set
 
     return fewshot_set(make_split(read_category(nut_root, "nut"), "strict"))
 
@@ -35,8 +35,8 @@ def test_registered_and_import_is_light():
 
 @pytest.mark.parametrize("name", ["dualanodiff", "dualanodiff-bcm"])
 def test_fit_sample_write_read_and_reload(name, nut_fewshot, tmp_path):
-    from generation.dualanodiff.generator import DualAnoDiff
-    from generation.format import GeneratedSetWriter, read_generated_set
+    from anobench.generation.dualanodiff.generator import DualAnoDiff
+    from anobench.generation.format import GeneratedSetWriter, read_generated_set
 
     gen = create_generator(
         name, **{**DualAnoDiff.smoke_options, "cache_dir": str(tmp_path / "cache"), "image_size": 48}
@@ -77,8 +77,8 @@ def test_fit_sample_write_read_and_reload(name, nut_fewshot, tmp_path):
 
 
 def test_cli_trains_offline_and_resumes(nut_root, tmp_path):
-    from generation.dualanodiff.generator import DualAnoDiff
-    from generation.dualanodiff.train import main
+    from anobench.generation.dualanodiff.generator import DualAnoDiff
+    from anobench.generation.dualanodiff.train import main
 
     flags = []
     for key, value in DualAnoDiff.smoke_options.items():

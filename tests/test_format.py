@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.base import GeneratedPair
-from generation.errors import GenerationInputError
-from generation.format import MANIFEST, GeneratedSetWriter, read_generated_set
+from anobench.generation.base import GeneratedPair
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.format import MANIFEST, GeneratedSetWriter, read_generated_set
 
 
 def _pair(rng, seed, size=(16, 16), fg=False):

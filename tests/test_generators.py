@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.data.mvtec import read_category
-from benchmarks.data.splits import make_split
-from benchmarks.pipeline import fewshot_set
-from generation import FewShotSet, create_generator, get_generator, list_generators
-from generation.base import pair_seed
-from generation.baselines._ops import poisson_paste
-from generation.baselines.perlin import perlin_noise
-from generation.errors import GenerationInputError
-from generation.foreground import estimate_foreground, foreground_prior
-from generation.format import GeneratedSetWriter, read_generated_set
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.pipeline import fewshot_set
+from anobench.generation import FewShotSet, create_generator, get_generator, list_generators
+from anobench.generation.base import pair_seed
+from anobench.generation.baselines._ops import poisson_paste
+from anobench.generation.baselines.perlin import perlin_noise
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.foreground import estimate_foreground, foreground_prior
+from anobench.generation.format import GeneratedSetWriter, read_generated_set
 
 # Generators whose output does not depend on the seed (they replay the real few-shot data).
 SEEDLESS = {"real-fewshot"}
@@ -201,7 +201,7 @@ def test_poisson_paste_changes_only_the_mask_and_keeps_inputs():
 
 
 def test_estimate_foreground_finds_the_drawn_nut():
-    from benchmarks.data.synth import _nut_image
+    from anobench.benchmarks.data.synth import _nut_image
 
     image, truth = _nut_image(np.random.default_rng(5))
     fg = estimate_foreground(image)

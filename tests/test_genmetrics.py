@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.cli import main
-from benchmarks.errors import UserError
-from benchmarks.metrics.api import aggregate, compute_generation_metrics, parse_metrics
-from benchmarks.metrics.ic_lpips import (
+from anobench.benchmarks.cli import main
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.metrics.api import aggregate, compute_generation_metrics, parse_metrics
+from anobench.benchmarks.metrics.ic_lpips import (
     LPIPSDistance,
     ic_lpips_type,
     load_lpips_input,
     mean_pair_distance,
     pairwise_lpips,
 )
-from benchmarks.metrics.inception import kid_subset_size
-from benchmarks.metrics.weights import (
+from anobench.benchmarks.metrics.inception import kid_subset_size
+from anobench.benchmarks.metrics.weights import (
     INCEPTION_FILE,
     KNOWN_TRUNK_DIGESTS,
     WeightsUnavailableError,
@@ -40,8 +40,8 @@ from benchmarks.metrics.weights import (
     resolve_inception,
     sha256_file,
 )
-from generation.base import GeneratedPair, load_rgb
-from generation.format import GeneratedSetWriter
+from anobench.generation.base import GeneratedPair, load_rgb
+from anobench.generation.format import GeneratedSetWriter
 
 N_PER_TYPE = 10  # torch-fidelity's IS needs >= 10 images (10 splits)
 

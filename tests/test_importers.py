@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.cli import main
-from generation.errors import GenerationInputError
-from generation.format import MANIFEST, read_generated_set
-from generation.importers import import_generated, natural_key, scan
+from anobench.benchmarks.cli import main
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.format import MANIFEST, read_generated_set
+from anobench.generation.importers import import_generated, natural_key, scan
 
 SIZE = 32
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.cli import main
-from benchmarks.data.mvtec import check_dataset, read_category
-from benchmarks.errors import DatasetError
+from anobench.benchmarks.cli import main
+from anobench.benchmarks.data.mvtec import check_dataset, read_category
+from anobench.benchmarks.errors import DatasetError
 
 
 @pytest.fixture

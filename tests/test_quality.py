@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.cli import main
-from benchmarks.data.mvtec import read_category
-from benchmarks.data.splits import make_split
-from benchmarks.pipeline import fewshot_set
-from generation import create_generator
-from generation.format import GeneratedSetWriter, read_generated_set
-from generation.quality import component_count, defect_quality, mask_quality, quality_figure
+from anobench.benchmarks.cli import main
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.pipeline import fewshot_set
+from anobench.generation import create_generator
+from anobench.generation.format import GeneratedSetWriter, read_generated_set
+from anobench.generation.quality import component_count, defect_quality, mask_quality, quality_figure
 
 
 def _masks():

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
-from benchmarks.report.collect import collect_results
-from benchmarks.report.page import render_report
-from benchmarks.report.tables import metric_table, summary_table
+from anobench.benchmarks.cli import main
+from anobench.benchmarks.report.collect import collect_results
+from anobench.benchmarks.report.page import render_report
+from anobench.benchmarks.report.tables import metric_table, summary_table
 
 
 def _write(
@@ -194,7 +194,7 @@ def test_gate_fails_on_missing_metric_and_respects_lower_is_better(run_dir, tmp_
 
 
 def test_report_draws_a_sample_grid_per_generated_set(tmp_path, nut_root):
-    from benchmarks.cli import main as cli
+    from anobench.benchmarks.cli import main as cli
 
     run_dir = tmp_path / "run"
     gen = run_dir / "generated" / "real-fewshot__seed0__abc"

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from benchmarks.cli import main
+from anobench.benchmarks.cli import main
 
 TINY_SETTINGS = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=1",

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
-from benchmarks.config import load_config
-from benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
-from benchmarks.runner.grid import expand_grid
-from benchmarks.runner.jobs import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
-from generation.base import Generator
-from generation.registry import _REGISTRY, register_generator
+from anobench.benchmarks.cli import main
+from anobench.benchmarks.config import load_config
+from anobench.benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
+from anobench.benchmarks.runner.grid import expand_grid
+from anobench.benchmarks.runner.jobs import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.generation.base import Generator
+from anobench.generation.registry import _REGISTRY, register_generator
 
 TINY = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=2",
@@ -155,8 +155,8 @@ def test_failures_are_collected_without_stopping_other_jobs(tmp_path, nut_root, 
 
 def _cli(run_dir: Path, dataset: Path, *extra: str) -> list[str]:
     sets = [a for s in [*TINY, "seeds=[0,1]"] for a in ("--set", s)]
-    return [sys.executable, "-m", "benchmarks.cli", "run", "--dataset", str(dataset), "--out", str(run_dir),
-            "--no-progress", *sets, *extra]  # fmt: skip
+    return [sys.executable, "-m", "anobench.benchmarks.cli", "run", "--dataset", str(dataset),
+            "--out", str(run_dir), "--no-progress", *sets, *extra]  # fmt: skip
 
 
 def test_kill_9_then_rerun_completes_the_grid_with_the_same_numbers(tmp_path, nut_root):

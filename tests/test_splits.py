@@ -2,10 +2,16 @@ import json
 
 import pytest
 
-from benchmarks.cli import main
-from benchmarks.data.mvtec import CategoryData, DefectSample, read_category
-from benchmarks.data.splits import SplitManifest, check_overlap, fewshot_count, first_test_index, make_split
-from benchmarks.errors import UserError
+from anobench.benchmarks.cli import main
+from anobench.benchmarks.data.mvtec import CategoryData, DefectSample, read_category
+from anobench.benchmarks.data.splits import (
+    SplitManifest,
+    check_overlap,
+    fewshot_count,
+    first_test_index,
+    make_split,
+)
+from anobench.benchmarks.errors import UserError
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.data.synth import (
+from anobench.benchmarks.data.synth import (
     CATEGORIES,
     DEFECT_COUNTS,
     N_TEST_GOOD,

@@ -7,15 +7,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from generation.dualanodiff.config import DualAnoDiffConfig
-from generation.dualanodiff.masks import (
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.masks import (
     U2NetMaskExtractor,
     mask_extractor,
     saliency_to_grey,
     u2net_input,
 )
-from generation.dualanodiff.u2net import RSU4F, RSU7, U2NET, U2NETP, load_u2net
-from generation.errors import GenerationInputError
+from anobench.generation.dualanodiff.u2net import RSU4F, RSU7, U2NET, U2NETP, load_u2net
+from anobench.generation.errors import GenerationInputError
 
 # The official checkpoints (xuebinqin/U-2-Net; paper: "U2-Net (176.3 MB) and U2-Net† (4.7 MB)").
 # Exact byte sizes from the Git LFS pointers of the mirrored files, sha256 10025a17f49c... (u2net.pth)

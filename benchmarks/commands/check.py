@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.errors import UserError
-from benchmarks.gate import NOISE_FACTOR, GateRow, compare, write_baseline
-from benchmarks.tables import format_table
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.gate import NOISE_FACTOR, GateRow, compare, write_baseline
+from anobench.benchmarks.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,10 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.data.mvtec import check_dataset, list_categories, read_category, summary_rows
-from benchmarks.data.splits import SPLIT_PRESETS, make_split
-from benchmarks.data.synth import build_synthetic_dataset, category_names
-from benchmarks.tables import format_table
+from anobench.benchmarks.data.mvtec import check_dataset, list_categories, read_category, summary_rows
+from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split
+from anobench.benchmarks.data.synth import build_synthetic_dataset, category_names
+from anobench.benchmarks.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.config import RunConfig
-from benchmarks.data.mvtec import list_categories
-from benchmarks.data.splits import SPLIT_PRESETS
-from benchmarks.errors import UserError
-from benchmarks.pipeline import generate_stage, split_stage
+from anobench.benchmarks.config import RunConfig
+from anobench.benchmarks.data.mvtec import list_categories
+from anobench.benchmarks.data.splits import SPLIT_PRESETS
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.pipeline import generate_stage, split_stage
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

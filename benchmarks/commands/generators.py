@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from generation.registry import get_generator, list_generators
+from anobench.generation.registry import get_generator, list_generators
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.tables import format_table
-from generation.importers import LAYOUTS, import_generated
+from anobench.benchmarks.tables import format_table
+from anobench.generation.importers import LAYOUTS, import_generated
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.pipeline import object_foregrounds
-from benchmarks.tables import format_table
-from generation.format import read_generated_set
-from generation.quality import COMPONENT_BINS, mask_quality, quality_figure
+from anobench.benchmarks.pipeline import object_foregrounds
+from anobench.benchmarks.tables import format_table
+from anobench.generation.format import read_generated_set
+from anobench.generation.quality import COMPONENT_BINS, mask_quality, quality_figure
 
 COLUMNS = ["category", "defect", "n", "area_mean", "area_median", "area_p5", "area_p95", "components_mean",
            "components", "empty_fraction", "inside_object"]  # fmt: skip

@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks.data.splits import SPLIT_PRESETS
-from benchmarks.metrics.api import KID_REFERENCES, compute_generation_metrics, parse_metrics
-from benchmarks.metrics.defaults import (
+from anobench.benchmarks.data.splits import SPLIT_PRESETS
+from anobench.benchmarks.metrics.api import KID_REFERENCES, compute_generation_metrics, parse_metrics
+from anobench.benchmarks.metrics.defaults import (
     DEFAULTS,
     IC_LPIPS_VARIANTS,
     KEY_OVERALL,
@@ -21,8 +21,8 @@ from benchmarks.metrics.defaults import (
     KEY_WEIGHTS,
     METRIC_NAMES,
 )
-from benchmarks.pipeline import write_json
-from benchmarks.tables import format_table
+from anobench.benchmarks.pipeline import write_json
+from anobench.benchmarks.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

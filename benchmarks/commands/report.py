@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.report.page import render_report
+from anobench.benchmarks.report.page import render_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

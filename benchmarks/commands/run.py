@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.config import list_presets, load_config
-from benchmarks.pipeline import categories, check_run_inputs, dataset_root
-from benchmarks.provenance import utc_now
-from benchmarks.runner.backends import make_backend, run_grid
-from benchmarks.runner.grid import expand_grid, grid_generators
-from benchmarks.runner.jobs import DOWNSTREAM
-from benchmarks.tables import format_table
+from anobench.benchmarks.config import list_presets, load_config
+from anobench.benchmarks.pipeline import categories, check_run_inputs, dataset_root
+from anobench.benchmarks.provenance import utc_now
+from anobench.benchmarks.runner.backends import make_backend, run_grid
+from anobench.benchmarks.runner.grid import expand_grid, grid_generators
+from anobench.benchmarks.runner.jobs import DOWNSTREAM
+from anobench.benchmarks.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.data.mvtec import read_category
-from benchmarks.data.splits import SPLIT_PRESETS, make_split
-from benchmarks.errors import UserError
-from benchmarks.tables import format_table
-from downstream.metrics import F1_MODES, SEGMENTATION_KEYS
-from downstream.scoring import find_map_root, score_map_folder
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.tables import format_table
+from anobench.downstream.metrics import F1_MODES, SEGMENTATION_KEYS
+from anobench.downstream.scoring import find_map_root, score_map_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

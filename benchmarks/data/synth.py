@@ -9,7 +9,7 @@ Every defect is painted through an exact binary mask: pixels outside the mask ar
 image, so the ground-truth masks are exact by construction.
 
 Example:
-    >>> from benchmarks.data.synth import build_synthetic_dataset
+    >>> from anobench.benchmarks.data.synth import build_synthetic_dataset
     >>> root = build_synthetic_dataset("/tmp/anobench-synth", seed=0)  # doctest: +SKIP
 """
 

@@ -4,7 +4,7 @@
 found or prepared by :mod:`.weights` and recorded (name + sha256) in every result.
 """
 
-from benchmarks.metrics.api import aggregate, compute_generation_metrics
-from benchmarks.metrics.defaults import DEFAULTS, IC_LPIPS_VARIANTS, METRIC_NAMES
+from anobench.benchmarks.metrics.api import aggregate, compute_generation_metrics
+from anobench.benchmarks.metrics.defaults import DEFAULTS, IC_LPIPS_VARIANTS, METRIC_NAMES
 
 __all__ = ["DEFAULTS", "IC_LPIPS_VARIANTS", "METRIC_NAMES", "aggregate", "compute_generation_metrics"]

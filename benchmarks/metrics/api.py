@@ -5,7 +5,7 @@ mean over categories (NaN entries, e.g. IC-LPIPS of a type whose clusters all ha
 left out of the means and stay visible in ``per_type``).
 
 Example:
-    >>> from benchmarks.metrics.api import compute_generation_metrics  # doctest: +SKIP
+    >>> from anobench.benchmarks.metrics.api import compute_generation_metrics  # doctest: +SKIP
     >>> r = compute_generation_metrics("runs/q/generated/real-fewshot", "data/mvtec", "nut")  # doctest: +SKIP
     >>> r["overall"]["ic_lpips"], r["settings"]["ic_lpips_variant"]["name"]  # doctest: +SKIP
     (0.31, 'anomalydiffusion')
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.data.mvtec import read_category
-from benchmarks.data.splits import make_split
-from benchmarks.errors import UserError
-from benchmarks.metrics.defaults import (
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.metrics.defaults import (
     DEFAULTS,
     IC_LPIPS_VARIANTS,
     KEY_FID,
@@ -43,10 +43,10 @@ from benchmarks.metrics.defaults import (
     KEY_WEIGHTS,
     METRIC_NAMES,
 )
-from benchmarks.metrics.ic_lpips import LPIPSDistance, ic_lpips_type, type_rng
-from benchmarks.metrics.inception import inception_metrics
-from benchmarks.metrics.weights import WeightsUnavailableError, load_lpips, resolve_inception
-from generation.format import read_generated_set
+from anobench.benchmarks.metrics.ic_lpips import LPIPSDistance, ic_lpips_type, type_rng
+from anobench.benchmarks.metrics.inception import inception_metrics
+from anobench.benchmarks.metrics.weights import WeightsUnavailableError, load_lpips, resolve_inception
+from anobench.generation.format import read_generated_set
 
 INCEPTION_METRICS = (KEY_IS, KEY_KID, KEY_FID)
 KID_REFERENCES = ("all", "test")

@@ -1,7 +1,7 @@
 """Result keys, defaults and the named IC-LPIPS variants (one table each, torch-fidelity style).
 
 Example:
-    >>> from benchmarks.metrics.defaults import IC_LPIPS_VARIANTS
+    >>> from anobench.benchmarks.metrics.defaults import IC_LPIPS_VARIANTS
     >>> IC_LPIPS_VARIANTS["anomalydiffusion"].net, IC_LPIPS_VARIANTS["anomalydiffusion"].max_per_cluster
     ('vgg', 50)
 """

@@ -17,7 +17,7 @@ by :class:`LPIPSDistance`), instead of one network call per pair.
 
 Example:
     >>> import numpy as np
-    >>> from benchmarks.metrics.ic_lpips import mean_pair_distance
+    >>> from anobench.benchmarks.metrics.ic_lpips import mean_pair_distance
     >>> round(mean_pair_distance(np.array([[0, .2, .4], [.2, 0, .6], [.4, .6, 0]])), 3)
     0.4
 """
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from generation.base import load_rgb
+from anobench.generation.base import load_rgb
 
 Features = list[torch.Tensor]  # one (n, C*H*W) float tensor per LPIPS layer
 

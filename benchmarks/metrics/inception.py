@@ -8,7 +8,7 @@ the same as SeaS's "resize all images to 256x256"). KID/FID compare the generate
 anomalies of the type; KID's subset size shrinks to the smaller set (torch-fidelity refuses larger).
 
 Example:
-    >>> from benchmarks.metrics.inception import kid_subset_size
+    >>> from anobench.benchmarks.metrics.inception import kid_subset_size
     >>> kid_subset_size(500, 12)
     12
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.metrics.defaults import DEFAULTS, KEY_FID, KEY_IS, KEY_IS_STD, KEY_KID, KEY_KID_STD
+from anobench.benchmarks.metrics.defaults import DEFAULTS, KEY_FID, KEY_IS, KEY_IS_STD, KEY_KID, KEY_KID_STD
 
 
 def kid_subset_size(n_generated: int, n_real: int, default: int = int(DEFAULTS["kid_subset_size"])) -> int:

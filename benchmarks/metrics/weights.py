@@ -10,7 +10,7 @@
 Each weight is reported as a :class:`WeightsInfo` (name, path, sha256) and recorded in every result.
 
 Example:
-    >>> from benchmarks.metrics.weights import default_cache_dir
+    >>> from anobench.benchmarks.metrics.weights import default_cache_dir
     >>> default_cache_dir().name
     'weights'
 """
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.errors import UserError
+from anobench.benchmarks.errors import UserError
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"

@@ -1,6 +1,6 @@
 """Sampling speed of the rule-based baselines (pairs per second, one process).
 
-Run: ``python -m benchmarks.perf.baselines [--size 256] [--n 50]``. Builds the embedded dataset in a
+Run: ``python -m anobench.benchmarks.perf.baselines [--size 256] [--n 50]``. Builds the embedded dataset in a
 temporary folder, fits each baseline on the ``nut`` (object) and ``brick`` (texture) few-shot
 splits and times ``n`` pairs of one defect type, images resized to ``--size``.
 """
@@ -11,12 +11,12 @@ import argparse
 import tempfile
 import time
 
-from benchmarks.data.mvtec import read_category
-from benchmarks.data.splits import make_split
-from benchmarks.data.synth import build_synthetic_dataset
-from benchmarks.pipeline import fewshot_set
-from benchmarks.tables import format_table
-from generation import create_generator
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.data.synth import build_synthetic_dataset
+from anobench.benchmarks.pipeline import fewshot_set
+from anobench.benchmarks.tables import format_table
+from anobench.generation import create_generator
 
 BASELINES = ("real-fewshot", "crop-paste", "perlin", "cutpaste-scar", "nsa")
 

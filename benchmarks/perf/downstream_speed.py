@@ -1,6 +1,6 @@
 """Downstream speed: segmenter training throughput, metric time, our AU-PRO vs anomalib's.
 
-    PYTHONPATH=. python benchmarks/perf/downstream_speed.py [--steps 3] [--n-test 100]
+    python -m anobench.benchmarks.perf.downstream_speed [--steps 3] [--n-test 100]
 
 Segmenter: a few optimisation steps on random images (data loading excluded) at the quick preset
 size (128 px, width 16, batch 16) and at paper size (256 px, width 64, batch 16); per-epoch time
@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from downstream import metrics as M
-from downstream.segmenter import DiscriminativeUNet, focal_loss
-from downstream.training import resolve_device
+from anobench.downstream import metrics as M
+from anobench.downstream.segmenter import DiscriminativeUNet, focal_loss
+from anobench.downstream.training import resolve_device
 
 
 def segmenter_throughput(

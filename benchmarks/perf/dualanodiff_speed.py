@@ -5,8 +5,8 @@
     not need the weights): on CUDA at 512 px, batch 4 pairs, bf16, SDPA, with and without
     torch.compile, with peak GPU memory; on CPU one dual step at a small batch/resolution.
 
-    PYTHONPATH=. python benchmarks/perf/dualanodiff_speed.py            # everything that fits the machine
-    PYTHONPATH=. python benchmarks/perf/dualanodiff_speed.py --only sd15-cuda
+    python -m anobench.benchmarks.perf.dualanodiff_speed            # everything that fits the machine
+    python -m anobench.benchmarks.perf.dualanodiff_speed --only sd15-cuda
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import time
 
 import torch
 
-from benchmarks.config import load_config
-from generation.dualanodiff.config import DualAnoDiffConfig
-from generation.dualanodiff.data import PairData
-from generation.dualanodiff.model import DualAnoDiffModel
-from generation.dualanodiff.models import (
+from anobench.benchmarks.config import load_config
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.data import PairData
+from anobench.generation.dualanodiff.model import DualAnoDiffModel
+from anobench.generation.dualanodiff.models import (
     Components,
     build_offline_components,
     build_tokenizer,
     sampling_scheduler,
     sd15_configs,
 )
-from generation.dualanodiff.pipeline import DualAnoDiffPipeline
-from generation.dualanodiff.training import dual_loss, step_generator
+from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
+from anobench.generation.dualanodiff.training import dual_loss, step_generator
 
 PROMPTS = ("a vfx with sks", "sks")
 

@@ -6,7 +6,7 @@ times the naive loop (``model(x_i, x_j)`` for every pair, as AnomalyDiffusion's 
 subset and our batched distances on the same subset, checks they agree, and prints the ratio.
 
 Run:
-    python -m benchmarks.perf.ic_lpips_speed --n 500 --types 1
+    python -m anobench.benchmarks.perf.ic_lpips_speed --n 500 --types 1
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.metrics.defaults import IC_LPIPS_VARIANTS
-from benchmarks.metrics.ic_lpips import LPIPSDistance, ic_lpips_type, load_lpips_input, type_rng
-from benchmarks.metrics.weights import load_lpips
+from anobench.benchmarks.metrics.defaults import IC_LPIPS_VARIANTS
+from anobench.benchmarks.metrics.ic_lpips import LPIPSDistance, ic_lpips_type, load_lpips_input, type_rng
+from anobench.benchmarks.metrics.weights import load_lpips
 
 
 def synthetic_images(folder: Path, n: int, seed: int, size: int = 256) -> list[Path]:

@@ -1,7 +1,7 @@
 """Read a run's raw per-job JSON into one long table (one row per job and metric).
 
 Example:
-    >>> from benchmarks.report.collect import collect_results
+    >>> from anobench.benchmarks.report.collect import collect_results
     >>> frame = collect_results("runs/quick")  # doctest: +SKIP
     >>> frame.groupby(["generator", "metric"])["value"].mean()  # doctest: +SKIP
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.errors import UserError
+from anobench.benchmarks.errors import UserError
 
 COLUMNS = [
     "stage", "generator", "category", "seed", "metric", "value",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.report.collect import collect_results
-from benchmarks.report.figures import category_bars, curve_figures
-from benchmarks.report.tables import (
+from anobench.benchmarks.report.collect import collect_results
+from anobench.benchmarks.report.figures import category_bars, curve_figures
+from anobench.benchmarks.report.tables import (
     BEST_ON_TEST_MARK,
     METRIC_GROUPS,
     metric_table,
@@ -15,9 +15,9 @@ from benchmarks.report.tables import (
     to_markdown,
     write_table,
 )
-from generation.errors import GenerationInputError
-from generation.format import read_generated_set
-from generation.quality import quality_figure
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.format import read_generated_set
+from anobench.generation.quality import quality_figure
 
 
 def sample_grids(run_dir: Path, out_dir: Path, per_defect: int = 2) -> list[tuple[str, Path]]:
@@ -73,11 +73,13 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         lines += ["## Generated samples (image | mask | overlay)", ""]
         lines += [f"![{name}]({path.relative_to(out).as_posix()})" for name, path in grids] + [""]
     paper = paper_table()
-    write_table(paper, out / "tables" / "paper_reported", "Published numbers (results/paper_reported.csv)")
+    write_table(
+        paper, out / "tables" / "paper_reported", "Published numbers (benchmarks/report/paper_reported.csv)"
+    )
     lines += [
         "## Published numbers (MVTec AD, side by side)",
         "",
-        "From `results/paper_reported.csv`, each value with its source and a trust mark there. "
+        "From `benchmarks/report/paper_reported.csv`, each value with its source and a trust mark there. "
         "Compare only with runs on MVTec AD under the same protocol.",
         "",
         to_markdown(paper),

@@ -3,7 +3,7 @@
 * per metric: rows are categories plus ``Average``, columns are generators, cells ``mean ± std``
   over seeds (the average row first averages over categories within a seed);
 * a summary: rows are generators, columns the metrics averaged over categories;
-* the published numbers from ``results/paper_reported.csv``, side by side, labelled.
+* the published numbers from ``paper_reported.csv`` (shipped with the package), side by side, labelled.
 
 Results selected with ``best-on-test`` carry a dagger (``†``) in every table.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from generation.quality import MASK_METRICS
+from anobench.generation.quality import MASK_METRICS
 
 METRIC_GROUPS: dict[str, list[str]] = {
     "generation": ["is", "ic_lpips", "kid", "fid", *MASK_METRICS],
@@ -25,7 +25,7 @@ METRIC_GROUPS: dict[str, list[str]] = {
 }
 BEST_ON_TEST_MARK = "†"
 AVERAGE = "Average"
-PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper_reported.csv"
+PAPER_CSV = Path(__file__).with_name("paper_reported.csv")
 
 
 # Reference rows get their role in the label: `perlin` uses no anomaly data at all.

@@ -6,7 +6,7 @@ started by dask-jobqueue on SLURM/PBS). Dependencies are expressed per job, not 
 barriers: a downstream job starts as soon as its own generation job is done.
 
 Example:
-    >>> from benchmarks.runner.backends import SerialBackend, run_grid
+    >>> from anobench.benchmarks.runner.backends import SerialBackend, run_grid
     >>> summary = run_grid(jobs, SerialBackend())  # doctest: +SKIP
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from benchmarks.runner.jobs import Job, JobKey, JobOutcome, execute
+from anobench.benchmarks.runner.jobs import Job, JobKey, JobOutcome, execute
 
 OutcomeCallback = Callable[[JobOutcome], None]
 OK_STATUSES = ("done", "skipped")
@@ -150,7 +150,7 @@ def make_backend(
         return SerialBackend(progress)
     if name == "dask":
         return DaskBackend(scheduler, n_workers)
-    from benchmarks.errors import UserError
+    from anobench.benchmarks.errors import UserError
 
     raise UserError(f"unknown backend {name!r}; choose serial or dask")
 

@@ -1,8 +1,8 @@
 """The job generator: expand a run config into the grid of keyed jobs with their dependencies.
 
 Example:
-    >>> from benchmarks.config import load_config
-    >>> from benchmarks.runner.grid import expand_grid
+    >>> from anobench.benchmarks.config import load_config
+    >>> from anobench.benchmarks.runner.grid import expand_grid
     >>> jobs = expand_grid(load_config("quick"), dataset="/data/synthetic", run_dir="runs/q",
     ...                    categories=["nut"])  # doctest: +SKIP
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.config import RunConfig
-from benchmarks.runner.jobs import (
+from anobench.benchmarks.config import RunConfig
+from anobench.benchmarks.runner.jobs import (
     CLASSIFY,
     DETECTOR,
     DOWNSTREAM,

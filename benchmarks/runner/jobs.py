@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import RunConfig, flatten
-from benchmarks.data.splits import SplitManifest
-from benchmarks.pipeline import (
+from anobench.benchmarks.config import RunConfig, flatten
+from anobench.benchmarks.data.splits import SplitManifest
+from anobench.benchmarks.pipeline import (
     classification_stage,
     detector_stage,
     generate_stage,
@@ -32,10 +32,10 @@ from benchmarks.pipeline import (
     split_stage,
     write_json,
 )
-from benchmarks.provenance import git_sha, package_versions, utc_now
-from downstream.metrics import CLS_ACCURACY
-from downstream.unsupervised import DetectorConfig
-from generation.base import config_hash
+from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
+from anobench.downstream.metrics import CLS_ACCURACY
+from anobench.downstream.unsupervised import DetectorConfig
+from anobench.generation.base import config_hash
 
 GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS = (
     "generate", "downstream", "classify", "detector", "genmetrics",

@@ -7,4 +7,4 @@
 * ``nsa``: Natural Synthetic Anomalies (Poisson-blended patches); uses no real anomaly.
 """
 
-from generation.baselines import crop_paste, cutpaste, nsa, perlin, real_fewshot  # noqa: F401  (registration)
+from anobench.generation.baselines import crop_paste, cutpaste, nsa, perlin, real_fewshot  # noqa: F401  (registration)

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
 
-from generation.base import load_rgb
-from generation.foreground import estimate_foreground
+from anobench.generation.base import load_rgb
+from anobench.generation.foreground import estimate_foreground
 
 Rng = np.random.Generator
 OPENCV_CLONE_EROSION = 3  # pixels cv2.seamlessClone erodes its mask by before solving

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from generation.base import (
+from anobench.generation.base import (
     FewShotSet,
     GeneratedPair,
     Generator,
@@ -22,7 +22,7 @@ from generation.base import (
     load_rgb,
     pair_rngs,
 )
-from generation.baselines._ops import (
+from anobench.generation.baselines._ops import (
     NormalBank,
     feather_paste,
     feathered_alpha,
@@ -31,8 +31,8 @@ from generation.baselines._ops import (
     rotate,
     trim,
 )
-from generation.errors import GenerationInputError
-from generation.registry import register_generator
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.registry import register_generator
 
 BLENDS = ("feather", "poisson", "hard")
 

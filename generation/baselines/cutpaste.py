@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_rngs
-from generation.baselines._ops import NormalBank, color_jitter, random_placement, rotate
-from generation.errors import GenerationInputError
-from generation.registry import register_generator
+from anobench.generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_rngs
+from anobench.generation.baselines._ops import NormalBank, color_jitter, random_placement, rotate
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.registry import register_generator
 
 
 @dataclass

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_rngs
-from generation.baselines._ops import NormalBank, poisson_paste, random_placement
-from generation.errors import GenerationInputError
-from generation.registry import register_generator
+from anobench.generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, pair_rngs
+from anobench.generation.baselines._ops import NormalBank, poisson_paste, random_placement
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.registry import register_generator
 
 
 @dataclass

@@ -24,11 +24,18 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from generation.base import FewShotSet, GeneratedPair, Generator, GeneratorConfig, load_rgb, pair_rngs
-from generation.baselines._ops import NormalBank, augment_texture
-from generation.errors import GenerationInputError
-from generation.format import IMAGE_SUFFIXES
-from generation.registry import register_generator
+from anobench.generation.base import (
+    FewShotSet,
+    GeneratedPair,
+    Generator,
+    GeneratorConfig,
+    load_rgb,
+    pair_rngs,
+)
+from anobench.generation.baselines._ops import NormalBank, augment_texture
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.format import IMAGE_SUFFIXES
+from anobench.generation.registry import register_generator
 
 
 def perlin_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from generation.base import FewShotSet, GeneratedPair, Generator, load_mask, load_rgb, pair_seed
-from generation.registry import register_generator
+from anobench.generation.base import FewShotSet, GeneratedPair, Generator, load_mask, load_rgb, pair_seed
+from anobench.generation.registry import register_generator
 
 
 @register_generator("real-fewshot")

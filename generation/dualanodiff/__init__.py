@@ -7,4 +7,4 @@ Modules: ``attention`` (dual-branch processor, SAIM, BCM), ``model`` (the traina
 Only ``generator`` and ``config`` are imported here; they import torch/diffusers lazily.
 """
 
-from generation.dualanodiff import generator  # noqa: F401  (registers "dualanodiff", "dualanodiff-bcm")
+from anobench.generation.dualanodiff import generator  # noqa: F401  (registers "dualanodiff", "dualanodiff-bcm")

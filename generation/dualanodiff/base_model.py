@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from generation.base import config_hash, load_rgb
-from generation.dualanodiff.config import DualAnoDiffConfig
-from generation.dualanodiff.data import to_tensor
-from generation.dualanodiff.models import Components, build_offline_components, load_components
-from generation.dualanodiff.training import step_generator
+from anobench.generation.base import config_hash, load_rgb
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.data import to_tensor
+from anobench.generation.dualanodiff.models import Components, build_offline_components, load_components
+from anobench.generation.dualanodiff.training import step_generator
 
 BASE_PROMPT = "a vfx"
 PART_PROMPT = "a part"
@@ -164,7 +164,7 @@ def offline_base(
     progress: bool = True,
 ) -> Path:
     """The cached offline base folder of ``category``, trained first when absent."""
-    from generation.errors import GenerationInputError
+    from anobench.generation.errors import GenerationInputError
 
     if not normal_images:
         raise GenerationInputError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generation.base import GeneratorConfig
+from anobench.generation.base import GeneratorConfig
 
 SCHEDULERS = ("pndm", "ddim", "dpm")
 GRANULARITIES = ("defect", "category")
@@ -96,7 +96,7 @@ class DualAnoDiffConfig(GeneratorConfig):
     device: str | None = None
 
     def __post_init__(self) -> None:
-        from generation.errors import GenerationInputError
+        from anobench.generation.errors import GenerationInputError
 
         self.offline_unet_channels = tuple(self.offline_unet_channels)
         self.offline_vae_channels = tuple(self.offline_vae_channels)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from generation.base import load_rgb
+from anobench.generation.base import load_rgb
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

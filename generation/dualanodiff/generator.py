@@ -5,7 +5,7 @@ one per category with a rare token per defect type (``"category"``); in offline 
 builds/loads the category's base. Trained adapters are cached under
 ``<cache>/adapters/<category>-<unit>-<hash>/`` (the hash covers the config, the base and the
 few-shot files), so a repeated or interrupted run reuses or resumes them. ``sample`` batches the
-pairs, seeds pair i with :func:`generation.base.pair_seed` and extracts the mask from the part.
+pairs, seeds pair i with :func:`anobench.generation.base.pair_seed` and extracts the mask from the part.
 
 Heavy libraries (torch, diffusers, transformers) are imported inside the methods: importing the
 registry stays light.
@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from generation.base import FewShotSet, GeneratedPair, Generator, config_hash, pair_seed
-from generation.dualanodiff.config import DualAnoDiffBCMConfig, DualAnoDiffConfig
-from generation.registry import register_generator
+from anobench.generation.base import FewShotSet, GeneratedPair, Generator, config_hash, pair_seed
+from anobench.generation.dualanodiff.config import DualAnoDiffBCMConfig, DualAnoDiffConfig
+from anobench.generation.registry import register_generator
 
 ALL_DEFECTS = "_all"
 
@@ -38,7 +38,7 @@ class DualAnoDiff(Generator):
     """Dual-interrelated diffusion (DualAnoDiff, CVPR 2025) as the released code does it.
 
     Example:
-        >>> from generation import create_generator
+        >>> from anobench.generation import create_generator
         >>> gen = create_generator("dualanodiff", pretrained_model_name_or_path=None, resolution=32)
         >>> gen.config.offline
         True
@@ -82,7 +82,7 @@ class DualAnoDiff(Generator):
 
     def prompts_for(self, defect: str) -> tuple[str, str]:
         """(whole, part) prompts of ``defect`` (per-category models: the defect's own rare token)."""
-        from generation.dualanodiff.models import RARE_TOKENS
+        from anobench.generation.dualanodiff.models import RARE_TOKENS
 
         cfg = self.config
         if cfg.granularity == "defect":
@@ -99,8 +99,8 @@ class DualAnoDiff(Generator):
 
         ``progress`` None follows :attr:`show_progress`.
         """
-        from generation.dualanodiff.data import load_pair_data
-        from generation.errors import GenerationInputError
+        from anobench.generation.dualanodiff.data import load_pair_data
+        from anobench.generation.errors import GenerationInputError
 
         cfg = self.config
         progress = self.show_progress if progress is None else progress
@@ -113,7 +113,7 @@ class DualAnoDiff(Generator):
             )
         self.fewshot = fewshot
         if cfg.offline:
-            from generation.dualanodiff.base_model import offline_base
+            from anobench.generation.dualanodiff.base_model import offline_base
 
             self._base = offline_base(cfg, fewshot.category, fewshot.normal_images, self.cache_dir, progress)
         else:
@@ -126,7 +126,7 @@ class DualAnoDiff(Generator):
             samples = [(i, m, self.prompts_for(d)) for d in defects for i, m in fewshot.anomalies[d]]
             folder = self.cache_dir / "adapters" / f"{fewshot.category}-{unit}-{self._unit_hash(samples)}"
             if not (folder / "weights.safetensors").exists():
-                from generation.dualanodiff.training import train_dual
+                from anobench.generation.dualanodiff.training import train_dual
 
                 data = load_pair_data(samples, cfg.resolution, colour, bcm=cfg.bcm)
                 train_dual(self._components(), data, cfg, folder, resume="latest", progress=progress)
@@ -153,12 +153,12 @@ class DualAnoDiff(Generator):
         return config_hash({"config": training, "base": str(self._base), "files": files})
 
     def _components(self):
-        from generation.dualanodiff.models import load_components
+        from anobench.generation.dualanodiff.models import load_components
 
         return load_components(self._base)
 
     def _background_colour(self):
-        from generation.dualanodiff.data import estimate_background_colour
+        from anobench.generation.dualanodiff.data import estimate_background_colour
 
         fewshot = self._require_fit()
         if fewshot.is_object is False or not fewshot.normal_images:
@@ -169,9 +169,9 @@ class DualAnoDiff(Generator):
     def _pipeline(self, unit: str):
         import torch
 
-        from generation.dualanodiff.model import DualAnoDiffModel
-        from generation.dualanodiff.models import sampling_scheduler
-        from generation.dualanodiff.pipeline import DualAnoDiffPipeline
+        from anobench.generation.dualanodiff.model import DualAnoDiffModel
+        from anobench.generation.dualanodiff.models import sampling_scheduler
+        from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
 
         if self._loaded is not None and self._loaded[0] == unit:
             return self._loaded[1]
@@ -192,8 +192,8 @@ class DualAnoDiff(Generator):
 
     def _backgrounds(self) -> list[Any]:
         """BCM conditions at inference: the first len//3 normal images, object blacked out."""
-        from generation.base import load_rgb
-        from generation.dualanodiff.data import background_condition, to_tensor
+        from anobench.generation.base import load_rgb
+        from anobench.generation.dualanodiff.data import background_condition, to_tensor
 
         fewshot = self._require_fit()
         colour = self._background_colour()
@@ -216,7 +216,7 @@ class DualAnoDiff(Generator):
         import numpy as np
         from PIL import Image
 
-        from generation.dualanodiff.masks import mask_extractor
+        from anobench.generation.dualanodiff.masks import mask_extractor
 
         self._check_defect(defect)
         cfg = self.config
@@ -290,7 +290,7 @@ class DualAnoDiff(Generator):
     @classmethod
     def load(cls, path: str | Path) -> DualAnoDiff:
         """Restore a generator written by :meth:`save` (no training, no cache needed)."""
-        from generation.base import _fewshot_from_json
+        from anobench.generation.base import _fewshot_from_json
 
         path = Path(path)
         saved = json.loads((path / "generator.json").read_text())

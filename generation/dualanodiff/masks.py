@@ -7,7 +7,7 @@ components below a minimum area.
 
 The released code instead runs U2-Net (xuebinqin/U-2-Net, ``u2net_test.py``) on each part and
 binarises its saliency map at 0.5: :class:`U2NetMaskExtractor` reproduces that pipeline with the
-official ``u2net.pth`` / ``u2netp.pth`` (architecture in :mod:`generation.dualanodiff.u2net`):
+official ``u2net.pth`` / ``u2netp.pth`` (architecture in :mod:`anobench.generation.dualanodiff.u2net`):
 resize to 320 x 320 (skimage, as ``RescaleT(320)``), divide by the image's max and normalise with
 the ImageNet mean/std (``ToTensorLab(flag=0)``), take the first output (the fused map), min-max
 normalise it per image, save it as 8-bit grey and resize it (PIL bilinear) back to the part's
@@ -100,7 +100,7 @@ class U2NetMaskExtractor:
 
     Raises:
         GenerationInputError: missing, unreadable or mismatching weights file (from
-            :func:`generation.dualanodiff.u2net.load_u2net`).
+            :func:`anobench.generation.dualanodiff.u2net.load_u2net`).
 
     Example:
         >>> extract = U2NetMaskExtractor("u2net.pth")  # doctest: +SKIP
@@ -110,7 +110,7 @@ class U2NetMaskExtractor:
     def __init__(self, weights: str | Path, threshold: float = 0.5, device: str | None = None) -> None:
         import torch
 
-        from generation.dualanodiff.u2net import load_u2net
+        from anobench.generation.dualanodiff.u2net import load_u2net
 
         self.threshold = float(threshold)
         self.input_size = U2NET_SIZE  # the network's input side, 320 as released

@@ -13,8 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from generation.dualanodiff.attention import background_write, clear_background, install_dual_processors
-from generation.dualanodiff.models import Components
+from anobench.generation.dualanodiff.attention import (
+    background_write,
+    clear_background,
+    install_dual_processors,
+)
+from anobench.generation.dualanodiff.models import Components
 
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -118,7 +122,7 @@ class DualAnoDiffModel(nn.Module):
         """
         from safetensors.torch import load_file
 
-        from generation.errors import GenerationInputError
+        from anobench.generation.errors import GenerationInputError
 
         state = load_file(str(path), device=str(next(self.parameters()).device))
         expected = {n for n, p in self.named_parameters() if p.requires_grad}

@@ -1,11 +1,11 @@
 """The diffusion components: loaded from a diffusers folder / hub id, or built small from configs.
 
 Both base modes end in the same :class:`Components`: in offline mode the small models are built
-here, trained on the category's normal images (:mod:`generation.dualanodiff.base_model`) and saved as
+here, trained on the category's normal images (:mod:`anobench.generation.dualanodiff.base_model`) and saved as
 an ordinary diffusers folder, which is then loaded exactly like Stable Diffusion.
 
 Example:
-    >>> from generation.dualanodiff.models import build_offline_components
+    >>> from anobench.generation.dualanodiff.models import build_offline_components
     >>> parts = build_offline_components(resolution=32, unet_channels=(16, 32), vae_channels=(16, 32),
     ...                                  text_width=16, text_layers=1, seed=0)
     >>> parts.unet.config.cross_attention_dim
@@ -74,7 +74,7 @@ def load_components(name_or_path: str | Path, dtype: torch.dtype = torch.float32
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from generation.errors import GenerationInputError
+    from anobench.generation.errors import GenerationInputError
 
     source = str(name_or_path)
     local = Path(source).expanduser()
@@ -242,7 +242,7 @@ def sampling_scheduler(name: str, scheduler_config: dict[str, Any]) -> Any:
     """The sampling scheduler ``name`` (pndm, ddim, dpm) built from the training noise schedule."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
-    from generation.errors import GenerationInputError
+    from anobench.generation.errors import GenerationInputError
 
     config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
     if name == "pndm":  # the SD 1.5 default (skip_prk_steps, steps_offset 1), used by the paper

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from generation.dualanodiff.data import to_uint8
-from generation.dualanodiff.model import DualAnoDiffModel
+from anobench.generation.dualanodiff.data import to_uint8
+from anobench.generation.dualanodiff.model import DualAnoDiffModel
 
 
 @dataclass

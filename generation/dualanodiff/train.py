@@ -2,7 +2,7 @@ r"""Command-line dual fine-tune under ``accelerate launch`` (flags of diffusers'
 
 Example (one MVTec AD defect type on Stable Diffusion 1.5, the released code's settings)::
 
-    accelerate launch -m generation.dualanodiff.train \
+    accelerate launch -m anobench.generation.dualanodiff.train \
         --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \
         --instance_data_dir mvtec/bottle/test/broken_large \
         --mask_data_dir mvtec/bottle/ground_truth/broken_large \
@@ -21,7 +21,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -33,7 +33,7 @@ def _bool(text: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     """Flags: the data, the output, and one flag per :class:`DualAnoDiffConfig` field."""
     parser = argparse.ArgumentParser(
-        prog="python -m generation.dualanodiff.train", description=__doc__.splitlines()[0]
+        prog="python -m anobench.generation.dualanodiff.train", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--instance_data_dir", required=True, help="folder of the few anomaly images")
     parser.add_argument("--mask_data_dir", required=True, help="their masks (NAME.png or NAME_mask.png)")
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    from generation.errors import GenerationInputError
+    from anobench.generation.errors import GenerationInputError
 
     images = sorted(p for p in Path(args.instance_data_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     images = images[: args.max_instances] if args.max_instances else images
@@ -81,21 +81,21 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Train one DualAnoDiff model; writes ``output_dir/weights.safetensors`` and checkpoints."""
-    from generation.errors import GenerationInputError
+    from anobench.generation.errors import GenerationInputError
 
     args = build_parser().parse_args(argv)
     names = {f.name for f in dataclasses.fields(DualAnoDiffConfig)}
     try:
         config = DualAnoDiffConfig(**{k: v for k, v in vars(args).items() if k in names})
-        from generation.dualanodiff.data import estimate_background_colour, load_pair_data
-        from generation.dualanodiff.models import load_components
-        from generation.dualanodiff.training import train_dual
+        from anobench.generation.dualanodiff.data import estimate_background_colour, load_pair_data
+        from anobench.generation.dualanodiff.models import load_components
+        from anobench.generation.dualanodiff.training import train_dual
 
         pairs = _pairs(args)
         normals = sorted(p for p in Path(args.normal_data_dir).iterdir()) if args.normal_data_dir else []
         if config.offline:
-            from generation.dualanodiff.base_model import offline_base
-            from generation.dualanodiff.generator import default_cache_dir
+            from anobench.generation.dualanodiff.base_model import offline_base
+            from anobench.generation.dualanodiff.generator import default_cache_dir
 
             cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             base = offline_base(config, Path(args.instance_data_dir).parent.parent.name, normals, cache)

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from generation.dualanodiff.config import DualAnoDiffConfig
-from generation.dualanodiff.data import PairData
-from generation.dualanodiff.model import DualAnoDiffModel
-from generation.dualanodiff.models import Components
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.data import PairData
+from anobench.generation.dualanodiff.model import DualAnoDiffModel
+from anobench.generation.dualanodiff.models import Components
 
 WEIGHTS, OPTIMIZER, STATE, CONFIG = (
     "weights.safetensors",

@@ -223,7 +223,7 @@ def load_u2net(path: str | Path) -> U2NET | U2NETP:
         GenerationInputError: missing or unreadable file, or not a U2-Net state dict (one line
             naming the file and the fix).
     """
-    from generation.errors import GenerationInputError
+    from anobench.generation.errors import GenerationInputError
 
     path = Path(path).expanduser()
     fix = "give the official u2net.pth or u2netp.pth (xuebinqin/U-2-Net) or a .safetensors copy of it"

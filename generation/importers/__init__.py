@@ -14,7 +14,7 @@ anomalous, as DualAnoDiff's and AnomalyDiffusion's loaders do with t = 0.5); pai
 file and the ``mask_threshold``. Imports are resumable.
 
 Example:
-    >>> from generation.importers import import_generated
+    >>> from anobench.generation.importers import import_generated
     >>> import_generated("anomalydiffusion", "generated_dataset", "imported/ad")  # doctest: +SKIP
 """
 
@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from generation.base import config_hash
-from generation.errors import GenerationInputError
-from generation.format import FG_DIR, IMAGE_DIR, IMAGE_SUFFIXES, MASK_DIR, GeneratedSetWriter
+from anobench.generation.base import config_hash
+from anobench.generation.errors import GenerationInputError
+from anobench.generation.format import FG_DIR, IMAGE_DIR, IMAGE_SUFFIXES, MASK_DIR, GeneratedSetWriter
 
 
 @dataclass(frozen=True)
