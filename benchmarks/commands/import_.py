@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     layouts = "; ".join(f"{name}: {layout.description}" for name, layout in LAYOUTS.items())
     p = subparsers.add_parser(
         "import",
-        help="import released generated data (AnomalyDiffusion, DualAnoDiff, any folder) into our format",
+        help="import released generated data (AnomalyDiffusion, DualAnoDiff, SeaS, O2MAG, AnoGen, MAGIC, any "
+        "folder) into our format",
         description=f"Copy released pairs into the generated-set format. Layouts: {layouts}.",
     )
     p.add_argument("src", type=Path, help="the released data (category folders, or one with --category)")
@@ -32,6 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="soft masks: anomalous where grey/255 > this (default 0.5)",
     )
     p.add_argument("--category", help="import only this category (or name SRC when it is one category)")
+    p.add_argument(
+        "--image-pattern",
+        help="--layout folder: image file names, e.g. '{stem}.png' or '{i}_*_triag.png' ({field}: any run, "
+        "*: anything, a final .*: any extension; 're:' + a regex with named groups); default '{stem}.*'",
+    )
+    p.add_argument(
+        "--mask-pattern",
+        help="--layout folder: mask file names using the image pattern's fields, e.g. '{stem}_mask.png'; "
+        "default '{stem}.*'",
+    )
     p.add_argument("--generator", help="generator name for the manifest (default: the layout name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -41,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     """Import and print the pair counts."""
     counts = import_generated(
         args.layout, args.src, args.out, mask_threshold=args.mask_threshold, category=args.category,
-        generator=args.generator, progress=not args.no_progress,
+        generator=args.generator, image_pattern=args.image_pattern, mask_pattern=args.mask_pattern,
+        progress=not args.no_progress,
     )  # fmt: skip
     rows = [{"category": c, "defect": d, "pairs": n} for (c, d), n in sorted(counts.items())]
     print(format_table(rows))
