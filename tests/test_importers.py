@@ -329,6 +329,8 @@ def test_folder_patterns_and_mask_folder_aliases(tmp_path):
         import_generated("folder", flat, out, image_pattern="{stem}.png", mask_pattern="{n}_mask.png")
     with pytest.raises(GenerationInputError, match="names no field"):
         NamePattern.parse("mask.png")
+    with pytest.raises(GenerationInputError, match="redefinition of group name 'n'"):
+        NamePattern.parse("{n}_{n}.png")
     with pytest.raises(GenerationInputError, match="apply to --layout folder"):
         import_generated("seas", flat, out, image_pattern="{stem}.png")
 

@@ -94,24 +94,22 @@ class NamePattern:
 
     @classmethod
     def parse(cls, template: str) -> NamePattern:
-        """Compile ``template``; raises :class:`GenerationInputError` when it has no field."""
+        """Compile ``template``; raises :class:`GenerationInputError` when it is invalid or has no field."""
         if template.startswith("re:"):
-            try:
-                regex = re.compile(template[3:])
-            except re.error as exc:
-                raise GenerationInputError(
-                    f"pattern {template!r}: not a regular expression ({exc})"
-                ) from None
+            source = template[3:]
         else:
             body, ext = (template[:-2], r"\.[^.]+") if template.endswith(".*") else (template, "")
-            parts = re.split(r"(\{\w+\}|\*)", body)
-            regex = re.compile(
+            source = (
                 "".join(
                     f"(?P<{p[1:-1]}>.+?)" if p.startswith("{") else ".*?" if p == "*" else re.escape(p)
-                    for p in parts
+                    for p in re.split(r"(\{\w+\}|\*)", body)
                 )
                 + ext
             )
+        try:
+            regex = re.compile(source)
+        except re.error as exc:  # e.g. a field named twice
+            raise GenerationInputError(f"pattern {template!r}: {exc}") from None
         if not regex.groupindex:
             raise GenerationInputError(
                 f"pattern {template!r} names no field; use e.g. '{{stem}}.png' or 're:(?P<stem>\\d+)\\.png'"
@@ -193,20 +191,26 @@ LAYOUTS = {
 }
 
 
-def folder_layout(image_pattern: str | None = None, mask_pattern: str | None = None) -> Layout:
-    """The ``folder`` layout with custom name patterns, checked: the mask's fields must be the image's.
+def resolve_layout(name: str, image_pattern: str | None = None, mask_pattern: str | None = None) -> Layout:
+    """The layout called ``name``; for ``folder``, with the given name patterns (checked).
 
     Raises:
-        GenerationInputError: a pattern without fields, or mask fields the image pattern lacks.
+        GenerationInputError: an unknown layout, patterns given for another layout, a pattern
+            without fields, or mask fields the image pattern lacks.
     """
+    if name not in LAYOUTS:
+        raise GenerationInputError(f"unknown layout {name!r}; known: {', '.join(LAYOUTS)}")
+    if name != "folder":
+        if image_pattern or mask_pattern:
+            raise GenerationInputError(
+                f"--image-pattern/--mask-pattern apply to --layout folder, not {name!r}"
+            )
+        return LAYOUTS[name]
     layout = replace(
-        LAYOUTS["folder"],
-        image_pattern=image_pattern or STEM,
-        mask_patterns=(mask_pattern or STEM,),
+        LAYOUTS[name], image_pattern=image_pattern or STEM, mask_patterns=(mask_pattern or STEM,)
     )
     image_fields = NamePattern.parse(layout.image_pattern).fields
-    mask_fields = NamePattern.parse(layout.mask_patterns[0]).fields
-    missing = [f for f in mask_fields if f not in image_fields]
+    missing = [f for f in NamePattern.parse(layout.mask_patterns[0]).fields if f not in image_fields]
     if missing:
         raise GenerationInputError(
             f"--mask-pattern {layout.mask_patterns[0]!r} uses {{{missing[0]}}}, which "
@@ -356,9 +360,7 @@ def scan(layout: str | Layout, src: str | Path, category: str | None = None) -> 
             images without a mask (one line each, naming the file).
     """
     if isinstance(layout, str):
-        if layout not in LAYOUTS:
-            raise GenerationInputError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-        layout = LAYOUTS[layout]
+        layout = resolve_layout(layout)
     pairs: list[SourcePair] = []
     problems: list[str] = []
     for cat, defect, folder in _units(Path(src), category, layout):
@@ -437,14 +439,7 @@ def import_generated(
     """
     if not 0 <= mask_threshold < 1:
         raise GenerationInputError(f"--mask-threshold must be in [0, 1), got {mask_threshold}")
-    if layout == "folder":
-        spec = folder_layout(image_pattern, mask_pattern)
-    elif image_pattern or mask_pattern:
-        raise GenerationInputError(f"--image-pattern/--mask-pattern apply to --layout folder, not {layout!r}")
-    else:
-        spec = LAYOUTS.get(layout)  # type: ignore[assignment]
-        if spec is None:
-            raise GenerationInputError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    spec = resolve_layout(layout, image_pattern, mask_pattern)
     pairs = scan(spec, src, category)
     src = Path(src)
     settings = {"importer": layout, "source": str(src.resolve()), "mask_threshold": mask_threshold}
@@ -497,8 +492,8 @@ __all__ = [
     "NamePattern",
     "SourcePair",
     "binarise",
-    "folder_layout",
     "import_generated",
     "natural_key",
+    "resolve_layout",
     "scan",
 ]
