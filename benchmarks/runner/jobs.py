@@ -25,6 +25,7 @@ from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
 from anobench.benchmarks.runner.stages import STAGE_BODIES
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.base import config_hash
+from anobench.generation.registry import create_generator
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,17 @@ def result_path(run_dir: Path, key: JobKey) -> Path:
 
 
 def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
-    """Hash of everything that changes the generated pairs."""
+    """Hash of everything that changes the generated pairs.
+
+    That is the generator's resolved config (defaults included, so a default changed in code is a new
+    key, while spelling a default out in ``generation.options`` is not), the dataset, split and pair count.
+    """
+    gen = create_generator(generator, **config.generation.options.get(generator, {}))
     return config_hash(
         {
             "dataset": str(dataset),
             "split": config.data.split,
-            "generator": generator,
-            "options": config.generation.options.get(generator, {}),
+            "generator": gen.config_hash(),
             "n_per_defect": config.generation.n_per_defect,
         }
     )
