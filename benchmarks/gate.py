@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.io import write_json
 from anobench.benchmarks.provenance import git_sha, utc_now
 from anobench.benchmarks.report.collect import collect_results
 from anobench.generation.quality import MASK_METRICS
@@ -190,7 +191,4 @@ def write_baseline(
         "tolerances": {**floors, **dict(sorted(per_key.items()))},
         "metrics": {k: round(v, 6) for k, v in sorted(means.items())},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    return write_json(path, payload)

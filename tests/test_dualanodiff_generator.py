@@ -16,7 +16,7 @@ from anobench.generation.registry import create_generator, list_generators
 def nut_fewshot(nut_root):
     from anobench.benchmarks.data.mvtec import read_category
     from anobench.benchmarks.data.splits import make_split
-    from anobench.benchmarks.pipeline import fewshot_set
+    from anobench.benchmarks.runner.stages import fewshot_set
 
     return fewshot_set(make_split(read_category(nut_root, "nut"), "strict"))
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from anobench.benchmarks.data.mvtec import read_category
 from anobench.benchmarks.data.splits import make_split
-from anobench.benchmarks.pipeline import fewshot_set
+from anobench.benchmarks.runner.stages import fewshot_set
 from anobench.generation import FewShotSet, create_generator, get_generator, list_generators
 from anobench.generation.base import pair_seed
 from anobench.generation.baselines._ops import poisson_paste

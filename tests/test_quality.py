@@ -7,7 +7,7 @@ from PIL import Image
 from anobench.benchmarks.cli import main
 from anobench.benchmarks.data.mvtec import read_category
 from anobench.benchmarks.data.splits import make_split
-from anobench.benchmarks.pipeline import fewshot_set
+from anobench.benchmarks.runner.stages import fewshot_set
 from anobench.generation import create_generator
 from anobench.generation.format import GeneratedSetWriter, read_generated_set
 from anobench.generation.quality import component_count, defect_quality, mask_quality, quality_figure

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -12,9 +13,10 @@ from anobench.benchmarks.cli import main
 from anobench.benchmarks.config import load_config
 from anobench.benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
 from anobench.benchmarks.runner.grid import expand_grid
-from anobench.benchmarks.runner.jobs import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.jobs import generation_hash
+from anobench.benchmarks.runner.stages import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.generation.base import Generator
-from anobench.generation.registry import _REGISTRY, register_generator
+from anobench.generation.registry import _REGISTRY, get_generator, register_generator
 
 TINY = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=2",
@@ -117,6 +119,25 @@ def test_config_change_changes_the_key(tmp_path):
     b = expand_grid(_tiny("segmenter.epochs=3"), tmp_path, tmp_path, ["nut"])
     assert a[0].key == b[0].key  # generation unchanged
     assert a[1].key != b[1].key  # downstream protocol changed
+
+
+def test_generate_key_follows_the_resolved_generator_config(tmp_path, monkeypatch):
+    def key(config):
+        return generation_hash(config, tmp_path, "crop-paste")
+
+    cls = get_generator("crop-paste")
+    default = cls.Config().margin
+    base = key(_tiny())
+    assert key(_tiny(f"generation.options.crop-paste.margin={default}")) == base  # a default spelled out
+    assert key(_tiny(f"generation.options.crop-paste.margin={default + 1}")) != base
+
+    @dataclasses.dataclass
+    class NewDefault(cls.Config):
+        margin: int = default + 1
+
+    monkeypatch.setattr(cls, "Config", NewDefault)  # a default changed in code: a new generated set
+    assert key(_tiny()) != base
+    assert key(_tiny(f"generation.options.crop-paste.margin={default}")) == base
 
 
 class _Broken(Generator):

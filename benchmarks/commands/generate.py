@@ -11,7 +11,7 @@ from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.mvtec import list_categories
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
 from anobench.benchmarks.errors import UserError
-from anobench.benchmarks.pipeline import generate_stage, split_stage
+from anobench.benchmarks.runner.stages import generate_stage, split_stage
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

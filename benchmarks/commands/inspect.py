@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from anobench.benchmarks.pipeline import object_foregrounds
+from anobench.benchmarks.data.categories import object_foregrounds
 from anobench.benchmarks.tables import format_table
 from anobench.generation.format import read_generated_set
 from anobench.generation.quality import COMPONENT_BINS, mask_quality, quality_figure

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
+from anobench.benchmarks.io import write_json
 from anobench.benchmarks.metrics.api import KID_REFERENCES, compute_generation_metrics, parse_metrics
 from anobench.benchmarks.metrics.defaults import (
     DEFAULTS,
@@ -21,7 +22,6 @@ from anobench.benchmarks.metrics.defaults import (
     KEY_WEIGHTS,
     METRIC_NAMES,
 )
-from anobench.benchmarks.pipeline import write_json
 from anobench.benchmarks.tables import format_table
 
 

@@ -7,11 +7,16 @@ import json
 from pathlib import Path
 
 from anobench.benchmarks.config import list_presets, load_config
-from anobench.benchmarks.pipeline import categories, check_run_inputs, dataset_root
 from anobench.benchmarks.provenance import utc_now
 from anobench.benchmarks.runner.backends import make_backend, run_grid
-from anobench.benchmarks.runner.grid import expand_grid, grid_generators
-from anobench.benchmarks.runner.jobs import DOWNSTREAM
+from anobench.benchmarks.runner.grid import (
+    check_run_inputs,
+    dataset_root,
+    expand_grid,
+    grid_categories,
+    grid_generators,
+)
+from anobench.benchmarks.runner.stages import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
 
 
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.preset, overrides)
     run_dir = args.out or Path(config.output_dir) / config.name
     root = dataset_root(config)
-    names = categories(config, root)
+    names = grid_categories(config, root)
     check_run_inputs(config, root, names, grid_generators(config))
     jobs = expand_grid(config, root, run_dir, names)
     backend = make_backend(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from anobench.benchmarks.data.mvtec import CategoryData, DefectSample
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.io import write_json
 
 SPLIT_PRESETS = ("strict", "dualanodiff-official")
 
@@ -67,20 +68,9 @@ class SplitManifest:
         """Number of anomalies that are both few-shot (generator training) and test images."""
         return sum(len(d.overlap) for d in self.defects.values())
 
-    def to_json(self) -> str:
-        """Serialise (with the overlap count, for readers of the file)."""
-        payload = asdict(self)
-        payload["overlap_count"] = self.overlap_count
-        return json.dumps(payload, indent=2)
-
     def write(self, path: str | Path) -> Path:
-        """Write the manifest as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        """Write the manifest as JSON, atomically (with the overlap count, for readers of the file)."""
+        return write_json(path, {**asdict(self), "overlap_count": self.overlap_count})
 
     @classmethod
     def read(cls, path: str | Path) -> SplitManifest:

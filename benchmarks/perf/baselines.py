@@ -14,7 +14,7 @@ import time
 from anobench.benchmarks.data.mvtec import read_category
 from anobench.benchmarks.data.splits import make_split
 from anobench.benchmarks.data.synth import build_synthetic_dataset
-from anobench.benchmarks.pipeline import fewshot_set
+from anobench.benchmarks.runner.stages import fewshot_set
 from anobench.benchmarks.tables import format_table
 from anobench.generation import create_generator
 

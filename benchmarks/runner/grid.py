@@ -1,5 +1,8 @@
 """The job generator: expand a run config into the grid of keyed jobs with their dependencies.
 
+Before expanding, :func:`dataset_root`, :func:`grid_categories` and :func:`check_run_inputs` resolve
+and check the run's inputs, so a mistake fails before any job runs.
+
 Example:
     >>> from anobench.benchmarks.config import load_config
     >>> from anobench.benchmarks.runner.grid import expand_grid
@@ -12,12 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from anobench.benchmarks.config import RunConfig
+from anobench.benchmarks.data.mvtec import list_categories, read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.data.synth import embedded_dataset
+from anobench.benchmarks.errors import ConfigError
 from anobench.benchmarks.runner.jobs import (
-    CLASSIFY,
-    DETECTOR,
-    DOWNSTREAM,
-    GENERATE,
-    GENMETRICS,
     Job,
     JobKey,
     classify_hash,
@@ -26,12 +28,53 @@ from anobench.benchmarks.runner.jobs import (
     generation_hash,
     genmetrics_hash,
 )
+from anobench.benchmarks.runner.stages import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.generation.registry import create_generator, list_generators
+
+
+def dataset_root(config: RunConfig) -> Path:
+    """The dataset named by the config, or the embedded synthetic dataset (built once, cached)."""
+    if config.data.root is not None:
+        return Path(config.data.root).expanduser()
+    return embedded_dataset(Path(config.data.cache_dir).expanduser(), config.data.synthetic_seed)
+
+
+def grid_categories(config: RunConfig, root: Path) -> list[str]:
+    """The categories of the run (``data.categories``, checked against the dataset; None: all)."""
+    available = list_categories(root)
+    if not config.data.categories:
+        return available
+    missing = [c for c in config.data.categories if c not in available]
+    if missing:
+        raise ConfigError(
+            f"data.categories: {', '.join(missing)} not in {root} (available: {', '.join(available)}); "
+            "set --set data.categories=[...] or data.categories=null for all"
+        )
+    return config.data.categories
 
 
 def grid_generators(config: RunConfig) -> list[str]:
     """The generators of the run: the configured ones plus the reference rows, without repeats."""
     names = [*config.generation.reference, *config.generation.generators]
     return list(dict.fromkeys(names))
+
+
+def check_run_inputs(config: RunConfig, root: Path, names: list[str], generators: list[str]) -> None:
+    """Fail before any job runs on what is wrong for the whole grid, with one line per problem.
+
+    Every category must read and split cleanly, every grid generator must be registered, and every
+    generator named in the grid or in ``generation.options`` must accept its options.
+    """
+    unknown = sorted(set(config.generation.options) - set(list_generators()))
+    if unknown:
+        raise ConfigError(
+            f"generation.options: no generator named {', '.join(unknown)}; "
+            f"registered: {', '.join(list_generators())}"
+        )
+    for name in dict.fromkeys([*generators, *config.generation.options]):
+        create_generator(name, **config.generation.options.get(name, {}))
+    for category in names:
+        make_split(read_category(root, category), config.data.split)
 
 
 def expand_grid(

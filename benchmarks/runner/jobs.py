@@ -5,9 +5,8 @@ file under ``<run>/raw/<stage>/``; a job whose result file exists is skipped, an
 atomic (temporary file, then rename), so a killed run loses only the jobs in flight and a rerun
 of the same command completes the grid.
 
-Stages: ``generate`` (fit + sample, writes the generated set) -> ``downstream`` (segmenter on the
-generated pairs, scored on the real test split), ``classify`` (defect-type classifier) and
-``genmetrics`` (generation quality); ``detector`` jobs (unsupervised rows) need no generated set.
+What each stage does is in :mod:`anobench.benchmarks.runner.stages`; this module keys the jobs and
+executes one (its stage body, then the result file with provenance).
 """
 
 from __future__ import annotations
@@ -16,31 +15,17 @@ import dataclasses
 import re
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anobench.benchmarks.config import RunConfig, flatten
-from anobench.benchmarks.data.splits import SplitManifest
-from anobench.benchmarks.pipeline import (
-    classification_stage,
-    detector_stage,
-    generate_stage,
-    genmetrics_stage,
-    segmentation_stage,
-    split_stage,
-    write_json,
-)
+from anobench.benchmarks.io import write_json
 from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
-from anobench.downstream.metrics import CLS_ACCURACY
+from anobench.benchmarks.runner.stages import STAGE_BODIES
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.base import config_hash
-
-GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS = (
-    "generate", "downstream", "classify", "detector", "genmetrics",
-)  # fmt: skip
-STAGES = (GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS)
+from anobench.generation.registry import create_generator
 
 
 @dataclass(frozen=True)
@@ -91,19 +76,18 @@ def result_path(run_dir: Path, key: JobKey) -> Path:
     return run_dir / "raw" / key.stage / f"{key.name}.json"
 
 
-def generated_dir(run_dir: Path, generator: str, seed: int, gen_hash: str) -> Path:
-    """The generated set of one (generator, seed, generation config)."""
-    return run_dir / "generated" / f"{generator}__seed{seed}__{gen_hash}"
-
-
 def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
-    """Hash of everything that changes the generated pairs."""
+    """Hash of everything that changes the generated pairs.
+
+    That is the generator's resolved config (defaults included, so a default changed in code is a new
+    key, while spelling a default out in ``generation.options`` is not), the dataset, split and pair count.
+    """
+    gen = create_generator(generator, **config.generation.options.get(generator, {}))
     return config_hash(
         {
             "dataset": str(dataset),
             "split": config.data.split,
-            "generator": generator,
-            "options": config.generation.options.get(generator, {}),
+            "generator": gen.config_hash(),
             "n_per_defect": config.generation.n_per_defect,
         }
     )
@@ -141,74 +125,6 @@ def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) ->
             "detector": dataclasses.asdict(detector),
         }
     )
-
-
-# ---------------------------------------------------------------- stage bodies
-def _split_summary(manifest: SplitManifest) -> dict[str, Any]:
-    return {"preset": manifest.preset, "overlap_count": manifest.overlap_count}
-
-
-def _split_and_generated(job: Job) -> tuple[SplitManifest, Path]:
-    """The cell's split manifest and the generated set this job depends on."""
-    gen_key = job.depends_on[0]
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
-    return manifest, generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
-
-
-def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
-    out = generated_dir(job.run_dir, job.key.generator, job.key.seed, job.key.config_hash)
-    generate_stage(job.config, manifest, job.key.generator, job.key.seed, out, progress=progress)
-    return {
-        "generated_dir": str(out),
-        "split": _split_summary(manifest),
-    }
-
-
-def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
-    manifest, gen_root = _split_and_generated(job)
-    scores_dir = job.result_path.with_suffix("")  # <run>/raw/downstream/<job>/scores.npz
-    seg = segmentation_stage(
-        job.config, manifest, gen_root, job.key.seed, progress=progress, out_dir=scores_dir
-    )
-    return {
-        "metrics": seg["metrics"],
-        "selection": seg["selection"],
-        "selected_epoch": seg["selected_epoch"],
-        "per_defect": seg["per_defect"],
-        "history": seg["history"],
-        "scores_file": seg["scores_file"],
-        "split": _split_summary(manifest),
-    }
-
-
-def _run_classify(job: Job, progress: bool) -> dict[str, Any]:
-    manifest, gen_root = _split_and_generated(job)
-    result = classification_stage(job.config, manifest, gen_root, job.key.seed, progress=progress)
-    accuracy = result.pop(CLS_ACCURACY)
-    metrics = {} if accuracy is None else {CLS_ACCURACY: accuracy}
-    return {"metrics": metrics, **result}
-
-
-def _run_detector(job: Job, progress: bool) -> dict[str, Any]:
-    assert job.detector is not None
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
-    result = detector_stage(job.config, manifest, job.detector, job.key.seed, progress=progress)
-    return {**result, "split": _split_summary(manifest)}
-
-
-def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
-    manifest, gen_root = _split_and_generated(job)
-    return genmetrics_stage(job.config, job.dataset, manifest, gen_root, job.key.seed, progress=progress)
-
-
-STAGE_BODIES: dict[str, Callable[[Job, bool], dict[str, Any]]] = {
-    GENERATE: _run_generate,
-    DOWNSTREAM: _run_downstream,
-    CLASSIFY: _run_classify,
-    DETECTOR: _run_detector,
-    GENMETRICS: _run_genmetrics,
-}
 
 
 @dataclass
