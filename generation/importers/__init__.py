@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from anobench.generation.base import config_hash
+from anobench.generation.base import config_hash, read_image
 from anobench.generation.errors import GenerationInputError
 from anobench.generation.format import FG_DIR, IMAGE_DIR, IMAGE_SUFFIXES, MASK_DIR, GeneratedSetWriter
 
@@ -132,8 +132,7 @@ def binarise(path: Path, threshold: float) -> np.ndarray:
 
 
 def _rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return np.asarray(read_image(path))
 
 
 def _numbered(pairs: list[SourcePair]) -> Iterator[tuple[int, SourcePair]]:
