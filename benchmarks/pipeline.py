@@ -45,7 +45,7 @@ def dataset_root(config: RunConfig) -> Path:
 
 def categories(config: RunConfig, root: Path) -> list[str]:
     """The categories the run covers (``data.categories``, checked against the dataset; None: all)."""
-    available = list_categories(root)
+    available = list_categories(root, **config.data.options())
     if not config.data.categories:
         return available
     missing = [c for c in config.data.categories if c not in available]
@@ -72,7 +72,7 @@ def check_run_inputs(config: RunConfig, root: Path, names: list[str], generators
     for name in dict.fromkeys([*generators, *config.generation.options]):
         create_generator(name, **config.generation.options.get(name, {}))
     for category in names:
-        make_split(read_category(root, category), config.data.split)
+        make_split(read_category(root, category, **config.data.options()), config.data.split)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
@@ -84,9 +84,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def split_stage(root: Path, category: str, preset: str, run_dir: Path) -> SplitManifest:
-    """Validate the category, split it and write the manifest to ``run_dir/splits/``."""
-    manifest = make_split(read_category(root, category), preset)
+def split_stage(root: Path, category: str, preset: str, run_dir: Path, **options: Any) -> SplitManifest:
+    """Validate the category, split it and write the manifest to ``run_dir/splits/``.
+
+    ``options``: the dataset readers' ``format`` and ``resolution`` (None: detected).
+    """
+    manifest = make_split(read_category(root, category, **options), preset)
     manifest.write(run_dir / "splits" / f"{category}.{preset}.json")
     return manifest
 
@@ -201,10 +204,10 @@ def detector_stage(
     )
 
 
-def object_foregrounds(dataset: Path, categories: set[str]) -> dict[str, np.ndarray]:
-    """Foreground priors of the object categories (textures have none)."""
+def object_foregrounds(dataset: Path, categories: set[str], **options: Any) -> dict[str, np.ndarray]:
+    """Foreground priors of the object categories (textures have none); ``options`` as in split_stage."""
     return {
-        cat: foreground_prior(read_category(dataset, cat, validate=False).train_good)
+        cat: foreground_prior(read_category(dataset, cat, validate=False, **options).train_good)
         for cat in sorted(categories)
         if cat not in TEXTURE_CATEGORIES
     }
@@ -240,12 +243,13 @@ def genmetrics_stage(
         kid_reference=options.kid_reference,
         download=False,
         progress=progress,
+        **config.data.options(),
     )
     metrics = dict(result["per_category"].get(manifest.category, {}))
     per_defect = result["per_type"].get(manifest.category, {})
     if options.mask_quality:
         pairs = read_generated_set(generated_root, manifest.category)
-        rows = mask_quality(pairs, object_foregrounds(dataset, {manifest.category}))
+        rows = mask_quality(pairs, object_foregrounds(dataset, {manifest.category}, **config.data.options()))
         metrics.update(mask_summary(rows))
         for row in rows:
             per_defect.setdefault(str(row["defect"]), {})["mask"] = row

@@ -197,6 +197,10 @@ class MVTecAD(FolderPerClass):
 
     description = "MVTec AD: <cat>/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}"
 
+    def detect(self, root: Path) -> bool:
+        """Any folder with ``train/`` or ``test/`` (the fallback: its reader then names what is missing)."""
+        return any((root / n / "train").is_dir() or (root / n / "test").is_dir() for n in subdirs(root))
+
 
 MPDD_CATEGORIES = frozenset(
     {"bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"}

@@ -96,12 +96,17 @@ def generated_dir(run_dir: Path, generator: str, seed: int, gen_hash: str) -> Pa
     return run_dir / "generated" / f"{generator}__seed{seed}__{gen_hash}"
 
 
+def _data_key(config: RunConfig, dataset: Path) -> dict[str, Any]:
+    """The dataset, split and (when set) the dataset format and resolution, for the hashes."""
+    options = {k: v for k, v in config.data.options().items() if v is not None}
+    return {"dataset": str(dataset), "split": config.data.split, **options}
+
+
 def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
     """Hash of everything that changes the generated pairs."""
     return config_hash(
         {
-            "dataset": str(dataset),
-            "split": config.data.split,
+            **_data_key(config, dataset),
             "generator": generator,
             "options": config.generation.options.get(generator, {}),
             "n_per_defect": config.generation.n_per_defect,
@@ -134,8 +139,7 @@ def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) ->
     """Hash of the dataset, split, evaluation size and the detector's settings."""
     return config_hash(
         {
-            "dataset": str(dataset),
-            "split": config.data.split,
+            **_data_key(config, dataset),
             "image_size": config.segmenter.image_size,
             "pixel_f1": config.evaluation.pixel_f1,
             "detector": dataclasses.asdict(detector),
@@ -145,18 +149,22 @@ def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) ->
 
 # ---------------------------------------------------------------- stage bodies
 def _split_summary(manifest: SplitManifest) -> dict[str, Any]:
-    return {"preset": manifest.preset, "overlap_count": manifest.overlap_count}
+    return {"preset": manifest.preset, "overlap_count": manifest.overlap_count, "format": manifest.format}
 
 
 def _split_and_generated(job: Job) -> tuple[SplitManifest, Path]:
     """The cell's split manifest and the generated set this job depends on."""
     gen_key = job.depends_on[0]
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    manifest = split_stage(
+        job.dataset, job.key.category, job.config.data.split, job.run_dir, **job.config.data.options()
+    )
     return manifest, generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
 
 
 def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    manifest = split_stage(
+        job.dataset, job.key.category, job.config.data.split, job.run_dir, **job.config.data.options()
+    )
     out = generated_dir(job.run_dir, job.key.generator, job.key.seed, job.key.config_hash)
     generate_stage(job.config, manifest, job.key.generator, job.key.seed, out, progress=progress)
     return {
@@ -192,7 +200,9 @@ def _run_classify(job: Job, progress: bool) -> dict[str, Any]:
 
 def _run_detector(job: Job, progress: bool) -> dict[str, Any]:
     assert job.detector is not None
-    manifest = split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    manifest = split_stage(
+        job.dataset, job.key.category, job.config.data.split, job.run_dir, **job.config.data.options()
+    )
     result = detector_stage(job.config, manifest, job.detector, job.key.seed, progress=progress)
     return {**result, "split": _split_summary(manifest)}
 
