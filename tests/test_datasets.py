@@ -303,3 +303,20 @@ def test_tiny_run_on_another_layout(tmp_path, written, capsys, layout):
     assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0
     manifest = json.loads((run_dir / "splits" / "nut.strict.json").read_text())
     assert manifest["format"] == layout
+
+
+def test_paper_visa_preset_reads_visa(written):
+    config = load_config("paper-visa", [f"data.root={written / 'visa'}"])
+    assert config.data.format == "visa" and config.name == "paper-visa"
+    assert load_config("paper-mvtec", [f"data.root={written / 'visa'}"]).segmenter == config.segmenter
+
+
+def test_formats_and_generate_print_the_format(tmp_path, written, capsys):
+    assert main(["data", "formats"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in LAYOUTS) and out.index("real-iad") < out.index("\nmvtec ")
+    args = ["generate", "--generator", "real-fewshot", "--dataset", str(written / "visa"), "-n", "1"]
+    assert main([*args, "--out", str(tmp_path / "gen")]) == 0
+    assert "format: visa (detected)" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "gen" / "splits" / "nut.strict.json").read_text())
+    assert manifest["format"] == "visa"

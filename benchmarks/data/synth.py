@@ -1,4 +1,4 @@
-"""The embedded synthetic dataset: a small MVTec-AD-layout dataset built offline, deterministically.
+"""The embedded synthetic dataset: a small dataset built offline, deterministically, in any layout.
 
 Categories:
 
