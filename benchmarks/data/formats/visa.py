@@ -73,13 +73,16 @@ class VisA(DatasetAdapter):
         """Folders with ``Data/Images`` (``split_csv`` is not a category)."""
         return self.category_folders(root, lambda p: (p / "Data" / "Images").is_dir())
 
-    def defect_types(self, base: Path, problems: list[str]) -> dict[str, str] | None:
-        """Image path (relative to the root) -> defect type, from ``image_anno.csv`` (None without it)."""
+    def defect_types(self, base: Path) -> dict[str, str] | None:
+        """Anomaly file name -> defect type, from ``image_anno.csv`` (None without it).
+
+        Keyed by file name, so the file's path prefix (``candle/Data/...`` or ``Data/...``) does not matter.
+        """
         path = base / ANNO_CSV
         if not path.is_file():
             return None
         return {
-            row["image"]: defect_type(row["label"])
+            Path(row["image"]).name: defect_type(row["label"])
             for row in _rows(path, ("image", "label", "mask"))
             if row["label"].strip().lower() != "normal"
         }
@@ -99,7 +102,7 @@ class VisA(DatasetAdapter):
             raise DatasetError(
                 f"{split_path}: no rows for {category}; use the split file that came with VisA"
             )
-        types = self.defect_types(base, problems)
+        types = self.defect_types(base)
         train_good, test_good = [], []
         defects: dict[str, list[DefectSample]] = {}
         for row in rows:
@@ -119,8 +122,8 @@ class VisA(DatasetAdapter):
                 continue
             if types is None:
                 defect = "anomaly"
-            elif row["image"] in types:
-                defect = types[row["image"]]
+            elif image.name in types:
+                defect = types[image.name]
             else:
                 problems.append(
                     f"{image}: anomaly not listed in {base / ANNO_CSV}; add its row (image,label,mask)"
