@@ -48,6 +48,12 @@ class DataConfig:
     split: str = "strict"  # strict | dualanodiff-official
     synthetic_seed: int = 0
     cache_dir: str = "~/.cache/anobench"
+    format: str | None = None  # dataset layout (`anobench data formats`); None: detected from the folder
+    resolution: int | str | None = None  # Real-IAD's image folder (realiad_<resolution>); None: the largest
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments the dataset readers take (``format``, ``resolution``)."""
+        return {"format": self.format, "resolution": self.resolution}
 
 
 @dataclass
@@ -247,6 +253,14 @@ def validate_paths(config: RunConfig) -> None:
             f"genmetrics.inception_weights: {weights} is not a file; give torch-fidelity's "
             "weights-inception-2015-12-05-6726825d.pth or leave it unset"
         )
+    if config.data.format is not None:
+        from anobench.benchmarks.data.datasets import list_datasets
+
+        if config.data.format not in list_datasets():
+            raise ConfigError(
+                f"data.format: unknown dataset format {config.data.format!r}; "
+                f"registered: {', '.join(list_datasets())}"
+            )
     root = config.data.root
     if root is None:
         return
@@ -256,7 +270,9 @@ def validate_paths(config: RunConfig) -> None:
             f"data.root: {root} names an unset environment variable; export it or pass --dataset DIR"
         )
     if not Path(expanded).is_dir():
-        raise ConfigError(f"data.root: {root} does not exist; point it at an MVTec-AD-layout folder")
+        raise ConfigError(
+            f"data.root: {root} does not exist; point it at a dataset folder (`anobench data formats`)"
+        )
     config.data.root = expanded
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 from anobench.downstream.errors import DownstreamInputError
 from anobench.downstream.evaluation import GOOD, HeldOutSplit
 from anobench.downstream.segmenter import image_scores
+from anobench.generation.base import read_mask
 
 MAP_EXTENSIONS = (".npy", ".tiff", ".tif", ".png")
 MAX_PROBLEMS = 20
@@ -105,9 +106,8 @@ def _resize(array: np.ndarray, size: int) -> np.ndarray:
 def _read_mask(path: Path | None, shape: tuple[int, int], size: int | None) -> np.ndarray:
     if path is None:
         return np.zeros((size, size) if size else shape, dtype=bool)
-    with Image.open(path) as im:
-        grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    return (_resize(grey, size) if size else grey) > 0.5
+    mask = read_mask(path)
+    return _resize(mask.astype(np.float32), size) > 0.5 if size else mask
 
 
 def score_map_folder(

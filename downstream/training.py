@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from anobench.downstream.errors import DownstreamInputError
 from anobench.downstream.segmenter import DiscriminativeUNet, focal_loss, image_scores
+from anobench.generation.base import load_rgb, read_mask, resize_mask
 
 SELECTION_POLICIES = ("last-epoch", "best-on-test")
 
@@ -87,19 +87,15 @@ def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
     """Images as a uint8 tensor (N, 3, size, size), bilinear-resized."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-            out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+        out[i] = torch.from_numpy(load_rgb(path, size)).permute(2, 0, 1)
     return out
 
 
 def load_masks(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """Masks as a bool tensor (N, size, size): bilinear-resized, then binarised at 0.5 (as the reference)."""
+    """Masks (> 0 anomalous) as a bool tensor (N, size, size): bilinear-resized, then > 0.5 (reference)."""
     out = torch.empty((len(paths), size, size), dtype=torch.bool)
     for i, path in enumerate(paths):
-        with Image.open(path) as im:
-            grey = np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-        out[i] = torch.from_numpy(grey > 0.5)
+        out[i] = torch.from_numpy(resize_mask(read_mask(path), size, soft=True))
     return out
 
 

@@ -87,22 +87,90 @@ def pair_rngs(seed: int, defect: str, n: int) -> Iterator[tuple[int, np.random.G
         yield s, np.random.default_rng(s)
 
 
+#: Grey-level PIL modes wider than 8 bit (16-bit PNGs open as ``I;16*`` or ``I``).
+_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB: the one conversion every dataset image goes through.
+
+    16-bit grey is scaled to 8 bit (``v * 255 // 65535``, not clipped to white); grey, palette
+    and 1-bit images are expanded to RGB; the alpha channel of RGBA/LA is dropped (colours kept).
+
+    Example:
+        >>> im = Image.fromarray(np.full((2, 2), 65535, np.uint16))
+        >>> to_rgb(im).getpixel((0, 0))
+        (255, 255, 255)
+    """
+    if im.mode in _WIDE_GREY_MODES:
+        wide = np.asarray(im).astype(np.int64)
+        im = Image.fromarray((np.clip(wide, 0, 65535) * 255 // 65535).astype(np.uint8), "L")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Read any dataset image (PNG, JPG, BMP, TIFF; 8/16-bit, grey, RGBA, palette) as 8-bit RGB."""
+    with Image.open(path) as im:
+        rgb = to_rgb(im)
+        return rgb.copy() if rgb is im else rgb
+
+
+def mask_values(im: Image.Image) -> np.ndarray:
+    """The H x W anomaly mask of an opened mask image: anomalous where its value is > 0.
+
+    One rule for every layout, so {0, 255}, {0, 1} and label-valued masks (VisA) all work: grey
+    (8/16-bit, 1-bit) masks use their value, colour and palette masks any of R, G, B (alpha ignored).
+    """
+    if im.mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
+        return np.asarray(im.convert("RGB")).max(axis=-1) > 0
+    if im.mode == "LA":
+        return np.asarray(im)[..., 0] > 0
+    return np.asarray(im) > 0
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask as H x W bool under :func:`mask_values`' rule (> 0 is anomalous).
+
+    A folder of masks (MVTec LOCO keeps one file per defect region) is their union.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        masks = [read_mask(f) for f in files]
+        if not masks:
+            raise FileNotFoundError(f"{path}: mask folder holds no mask files")
+        return np.logical_or.reduce(masks)
+    with Image.open(path) as im:
+        return mask_values(im)
+
+
 def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
     """Read an image as H x W x 3 uint8, optionally resized (bilinear) to ``size`` x ``size``."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im).copy()
+    im = read_image(path)
+    if size is not None and im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im).copy()
+
+
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int], *, soft: bool = False) -> np.ndarray:
+    """Resize a bool mask to ``size`` (an int: square; else (width, height)).
+
+    ``soft=False``: nearest neighbour; ``soft=True``: the mask as 0/255 grey, bilinear, then
+    > 127.5 (the reference evaluation's rule).
+    """
+    wh = (size, size) if isinstance(size, int) else size
+    if (mask.shape[1], mask.shape[0]) == wh:
+        return mask
+    if not soft:
+        return np.asarray(Image.fromarray(mask).resize(wh, Image.NEAREST))
+    grey = Image.fromarray(mask.astype(np.uint8) * 255).resize(wh, Image.BILINEAR)
+    return np.asarray(grey, dtype=np.float32) / 255.0 > 0.5
 
 
 def load_mask(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Read a mask as H x W bool (grey > 127.5), optionally resized (nearest) to ``size`` x ``size``."""
-    with Image.open(path) as im:
-        im = im.convert("L")
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.NEAREST)
-        return np.asarray(im) > 127
+    """Read a mask as H x W bool (:func:`read_mask`), optionally resized (nearest) to ``size`` x ``size``."""
+    mask = read_mask(path)
+    return mask if size is None else resize_mask(mask, size)
 
 
 class Generator(ABC):

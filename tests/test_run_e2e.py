@@ -28,7 +28,7 @@ def test_run_end_to_end_on_a_tiny_configuration(tmp_path, nut_root, capsys):
     assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
     assert result["config"]["segmenter.epochs"] == 1
     assert result["versions"]["torch"].startswith("2.14.1")
-    assert result["split"] == {"preset": "strict", "overlap_count": 0}
+    assert result["split"] == {"preset": "strict", "overlap_count": 0, "format": "mvtec"}
 
     (generated,) = (run_dir / "generated").glob("real-fewshot__seed0__*")
     lines = (generated / "manifest.jsonl").read_text().splitlines()

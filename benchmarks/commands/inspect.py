@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.categories import object_foregrounds
 from anobench.benchmarks.tables import format_table
 from anobench.generation.format import read_generated_set
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dataset",
         type=Path,
-        help="MVTec-layout dataset whose train/good images give the object foregrounds",
+        help="the dataset (any layout) whose normal training images give the object foregrounds",
     )
     p.add_argument("--category", help="only this category")
     p.add_argument("--out", type=Path, help="figure path (default: <root>/inspect.png)")
@@ -30,13 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--per-defect", type=int, default=4, help="samples per defect type in the figure (default 4)"
     )
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead of a table")
+    add_format_options(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the table (or JSON) and write the figure."""
     generated = read_generated_set(args.root, args.category)
-    foregrounds = object_foregrounds(args.dataset, {c for c, _ in generated}) if args.dataset else None
+    options = {"format": args.format, "resolution": args.resolution}
+    foregrounds = (
+        object_foregrounds(args.dataset, {c for c, _ in generated}, **options) if args.dataset else None
+    )
     rows = mask_quality(generated, foregrounds)
     figure = quality_figure(
         generated, args.out or args.root / "inspect.png", args.per_defect, title=str(args.root)

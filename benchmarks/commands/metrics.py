@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
 from anobench.benchmarks.io import write_json
 from anobench.benchmarks.metrics.api import KID_REFERENCES, compute_generation_metrics, parse_metrics
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("metrics", help="generation quality: IS, IC-LPIPS, KID (FID) per type/category")
     p.add_argument("--generated", required=True, type=Path, help="generated set (<cat>/<defect>/image/*.png)")
     p.add_argument(
-        "--dataset", required=True, type=Path, help="the MVTec-layout dataset it was generated from"
+        "--dataset", required=True, type=Path, help="the dataset it was generated from (any layout)"
     )
     p.add_argument(
         "--categories", nargs="+", help="only these categories (default: all in the generated set)"
@@ -75,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="LPIPS batch size")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    add_format_options(p)
     p.set_defaults(handler=metrics)
 
 
@@ -117,6 +119,8 @@ def metrics(args: argparse.Namespace) -> int:
         is_resize=args.is_resize,
         kid_reference=args.kid_reference,
         batch_size=args.batch_size,
+        format=args.format,
+        resolution=args.resolution,
     )
     safe = json_safe(result)
     if args.out:

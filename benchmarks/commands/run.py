@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.config import list_presets, load_config
+from anobench.benchmarks.data.datasets import detect_format
 from anobench.benchmarks.provenance import utc_now
 from anobench.benchmarks.runner.backends import make_backend, run_grid
 from anobench.benchmarks.runner.grid import (
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "preset", nargs="?", default="quick", help=f"preset name ({', '.join(list_presets())}) or YAML path"
     )
-    p.add_argument("--dataset", help="MVTec-AD-layout folder (overrides data.root)")
+    p.add_argument("--dataset", help="dataset folder, any layout (overrides data.root)")
     p.add_argument("--out", type=Path, help="run folder (default: <output_dir>/<name>)")
     p.add_argument("--backend", choices=["serial", "dask"], help="overrides runner.backend")
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); implies --backend dask")
@@ -34,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set segmenter.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_format_options(p)
     p.set_defaults(handler=run)
 
 
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.dataset:
         overrides.append(f"data.root={args.dataset}")
+    if args.format:
+        overrides.append(f"data.format={args.format}")
+    if args.resolution:
+        overrides.append(f"data.resolution={args.resolution}")
     if args.scheduler:
         overrides += ["runner.backend=dask", f"runner.scheduler={args.scheduler}"]
     if args.backend:
@@ -52,13 +59,15 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.out or Path(config.output_dir) / config.name
     root = dataset_root(config)
     names = grid_categories(config, root)
+    dataset_format = config.data.format or f"{detect_format(root)}, detected"
     check_run_inputs(config, root, names, grid_generators(config))
     jobs = expand_grid(config, root, run_dir, names)
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )
     print(
-        f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} -> {run_dir} ({backend.name} backend)"
+        f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} ({dataset_format}) -> {run_dir} "
+        f"({backend.name} backend)"
     )
     summary = run_grid(jobs, backend, progress=not args.no_progress)
 

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.commands.data import add_format_options
+from anobench.benchmarks.data.datasets import read_category
 from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split
 from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.tables import format_table
@@ -22,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Maps live in MAPS/<defect>/<image stem>.npy|png|tiff (defect 'good' for good images); "
         "MAPS/<category>/test/<defect>/ and MAPS/<category>/<defect>/ are found too.",
     )
-    p.add_argument("--dataset", required=True, type=Path, help="MVTec-AD-layout folder")
+    p.add_argument(
+        "--dataset", required=True, type=Path, help="dataset folder (any layout, see `anobench data formats`)"
+    )
     p.add_argument("--category", required=True, help="category folder name")
     p.add_argument("--maps", required=True, type=Path, help="folder of anomaly maps")
     p.add_argument(
@@ -42,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", type=Path, help="image scores file (JSON or CSV keyed <defect>/<stem>)")
     p.add_argument("--resize", type=int, help="score at NxN (maps bilinear, masks > 0.5), e.g. 256")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_format_options(p)
     p.set_defaults(handler=score)
 
 
@@ -53,7 +57,7 @@ def score(args: argparse.Namespace) -> int:
         raise UserError(f"--resize {args.resize}: must be at least 8")
     if not args.maps.is_dir():
         raise UserError(f"--maps {args.maps}: folder not found")
-    data = read_category(args.dataset, args.category)
+    data = read_category(args.dataset, args.category, format=args.format, resolution=args.resolution)
     if args.split:
         manifest = make_split(data, args.split)
         test_good = [manifest.absolute(p) for p in manifest.test_good]

@@ -13,10 +13,11 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.datasets import read_category
 from anobench.benchmarks.data.synth import CATEGORIES as SYNTH_CATEGORIES
 from anobench.generation.foreground import foreground_prior
 
@@ -42,10 +43,13 @@ def is_object(category: str) -> bool | None:
     return None
 
 
-def object_foregrounds(dataset: str | Path, categories: set[str]) -> dict[str, np.ndarray]:
-    """Foreground priors (from ``train/good``) of the categories that :func:`is_object` calls objects."""
+def object_foregrounds(dataset: str | Path, categories: set[str], **options: Any) -> dict[str, np.ndarray]:
+    """Foreground priors (from ``train/good``) of the categories that :func:`is_object` calls objects.
+
+    ``options``: the dataset readers' ``format`` and ``resolution`` (None: detected).
+    """
     return {
-        cat: foreground_prior(read_category(dataset, cat, validate=False).train_good)
+        cat: foreground_prior(read_category(dataset, cat, validate=False, **options).train_good)
         for cat in sorted(categories)
         if is_object(cat)
     }

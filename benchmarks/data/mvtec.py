@@ -1,4 +1,4 @@
-"""Reader and validator for datasets in the MVTec-AD layout (real MVTec AD included).
+"""MVTec AD (and MPDD, same layout) readers; the folder-per-class reader other layouts build on.
 
 Layout of one category::
 
@@ -6,6 +6,13 @@ Layout of one category::
     <root>/<category>/test/good/*.png
     <root>/<category>/test/<defect>/*.png
     <root>/<category>/ground_truth/<defect>/<name>_mask.png
+
+The MVTec reader is strict: PNG only (a JPG is a clear error), binary masks. Grey categories
+(grid, screw, zipper) and images of 700-1024 px read like any other (every image is converted to
+RGB by :func:`anobench.generation.base.read_image`).
+
+``read_category``, ``list_categories``, ``check_dataset`` and ``summary_rows`` are re-exported from
+:mod:`anobench.benchmarks.data.datasets`: they read any registered layout (detected, or ``format=``).
 
 Example:
     >>> from anobench.benchmarks.data.mvtec import read_category
@@ -16,212 +23,216 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from anobench.benchmarks.errors import DatasetError
+from anobench.benchmarks.data.datasets import (
+    check_dataset,
+    list_categories,
+    read_category,
+    register_dataset,
+    summary_rows,
+)
+from anobench.benchmarks.data.layout import CategoryData, DatasetAdapter, DefectSample, subdirs
+from anobench.generation.base import read_image, read_mask
 
-PNG_SUFFIXES = (".png",)
-JPG_SUFFIXES = (".jpg", ".jpeg")
+__all__ = [
+    "CategoryData",
+    "DefectSample",
+    "FolderPerClass",
+    "MVTecAD",
+    "check_dataset",
+    "list_categories",
+    "read_category",
+    "summary_rows",
+]
+
 MASK_SUFFIX = "_mask.png"
 LAYOUT_HINT = "an MVTec-AD category needs train/good, test/good, test/<defect> and ground_truth/<defect>"
 
 
-@dataclass(frozen=True)
-class DefectSample:
-    """One real anomalous test image and its ground-truth mask."""
-
-    image: Path
-    mask: Path
-    defect: str
+def save_image(image: Path, dest: Path) -> None:
+    """Write a dataset image to ``dest`` in the format its suffix names (PNG, JPG, BMP)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    im = read_image(image)
+    im.save(dest, quality=95) if dest.suffix.lower() in (".jpg", ".jpeg") else im.save(dest)
 
 
-@dataclass
-class CategoryData:
-    """The files of one category, in sorted (file index) order."""
-
-    root: Path
-    name: str
-    train_good: list[Path]
-    test_good: list[Path]
-    defects: dict[str, list[DefectSample]]
-    image_size: tuple[int, int] | None = None  # (width, height) when all images share one size
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def path(self) -> Path:
-        """The category folder."""
-        return self.root / self.name
+def save_mask(mask: Path, dest: Path, value: int = 255) -> None:
+    """Write a mask as a PNG holding 0 and ``value``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(read_mask(mask).astype(np.uint8) * value).save(dest)
 
 
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".")
+class FolderPerClass(DatasetAdapter):
+    """Layouts with one folder per class: ``train/<good>``, ``test/<good>``, ``test/<defect>``.
 
-
-def _sort_key(path: Path) -> tuple[int, int | str, str]:
-    """Numeric file names sort by number (000, 001, ..., 10), others lexicographically."""
-    stem = path.stem
-    return (0, int(stem), stem) if stem.isdigit() else (1, stem, stem)
-
-
-def _image_files(folder: Path, problems: list[str]) -> list[Path]:
-    """PNG files of ``folder``; JPG and non-image files become problems."""
-    files = []
-    for path in sorted((p for p in folder.iterdir() if p.is_file() and not _is_hidden(p)), key=_sort_key):
-        suffix = path.suffix.lower()
-        if suffix in PNG_SUFFIXES:
-            files.append(path)
-        elif suffix in JPG_SUFFIXES:
-            problems.append(
-                f"{path}: JPG found where PNG is expected; convert it to PNG "
-                "(e.g. `mogrify -format png *.jpg`) and remove the JPG"
-            )
-        else:
-            problems.append(f"{path}: not an image file; remove it from the dataset folder")
-    return files
-
-
-def _subdirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
-
-
-def list_categories(root: str | Path) -> list[str]:
-    """Category folders under ``root`` (those holding ``train/`` or ``test/``)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(
-            f"{root}: dataset folder not found; pass the folder that holds the category folders"
-        )
-    names = [n for n in _subdirs(root) if (root / n / "train").is_dir() or (root / n / "test").is_dir()]
-    if not names:
-        raise DatasetError(f"{root}: no category folders found; {LAYOUT_HINT}")
-    return names
-
-
-def _open_size(path: Path, problems: list[str]) -> tuple[int, int] | None:
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        problems.append(f"{path}: unreadable image ({exc.__class__.__name__}); replace or remove the file")
-        return None
-
-
-def _check_mask(path: Path, expected: tuple[int, int] | None, problems: list[str]) -> None:
-    size = _open_size(path, problems)
-    if size is None:
-        return
-    if expected is not None and size != expected:
-        problems.append(
-            f"{path}: mask is {size[0]}x{size[1]} but its image is {expected[0]}x{expected[1]}; "
-            "resize the mask with nearest-neighbour interpolation to the image size"
-        )
-        return
-    values = np.unique(np.asarray(Image.open(path).convert("L")))
-    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-        problems.append(
-            f"{path}: mask is not binary ({len(values)} grey levels); threshold it to 0/255 at 128"
-        )
-
-
-def read_category(root: str | Path, category: str, *, validate: bool = True) -> CategoryData:
-    """List (and by default validate) the files of one category.
-
-    Raises:
-        DatasetError: one line per problem, each naming the file and the fix.
+    Subclasses change the hooks (folder names, mask names, extra normal folders).
     """
-    root = Path(root)
-    base = root / category
-    problems: list[str] = []
-    if not base.is_dir():
-        raise DatasetError(
-            f"{base}: category folder not found; available: {', '.join(list_categories(root))}"
-        )
-    for required in ("train/good", "test/good"):
-        if not (base / required).is_dir():
-            problems.append(f"{base / required}: missing folder; {LAYOUT_HINT}")
-    if problems:
-        raise DatasetError(*problems)
 
-    train_good = _image_files(base / "train" / "good", problems)
-    test_good = _image_files(base / "test" / "good", problems)
-    for folder, files in (("train/good", train_good), ("test/good", test_good)):
-        if not files:
-            problems.append(f"{base / folder}: no PNG images; {LAYOUT_HINT}")
+    good: ClassVar[str] = "good"
+    test_dir: ClassVar[str] = "test"
+    write_suffix: ClassVar[str] = ".png"
+    hint = LAYOUT_HINT
 
-    defects: dict[str, list[DefectSample]] = {}
-    for defect in (d for d in _subdirs(base / "test") if d != "good"):
-        images = _image_files(base / "test" / defect, problems)
-        if not images:
-            problems.append(
-                f"{base / 'test' / defect}: empty defect folder; add its images or remove the folder"
-            )
-            continue
-        gt_dir = base / "ground_truth" / defect
-        samples = []
-        for image in images:
-            mask = gt_dir / f"{image.stem}{MASK_SUFFIX}"
-            if not mask.is_file():
-                problems.append(f"{image}: no mask at {mask}; add the binary mask (0/255 PNG) with that name")
+    def detect(self, root: Path) -> bool:
+        """A category folder with ``train/<good>``."""
+        return any((root / n / "train" / self.good).is_dir() for n in subdirs(root))
+
+    def list_categories(self, root: Path) -> list[str]:
+        """Folders holding ``train/`` or the test folder."""
+        return self.category_folders(root, lambda p: (p / "train").is_dir() or (p / self.test_dir).is_dir())
+
+    # hooks
+    def images_dir(self, base: Path, split: str, cls: str) -> Path:
+        """The folder of ``split`` (train/test) images of class ``cls``."""
+        return base / split / cls
+
+    def defect_names(self, base: Path) -> list[str]:
+        """The defect folders of the test set."""
+        return [d for d in subdirs(base / self.test_dir) if d != self.good]
+
+    def mask_dir(self, base: Path, defect: str) -> Path:
+        """The folder of ``defect``'s masks."""
+        return base / "ground_truth" / defect
+
+    def mask_names(self, image: Path) -> list[str]:
+        """Accepted mask names of ``image``, preferred first."""
+        return [f"{image.stem}{MASK_SUFFIX}"]
+
+    def extra_normals(self, base: Path) -> list[Path]:
+        """Folders of further normal training images (validation/good in some layouts)."""
+        return []
+
+    def notes(self, base: Path) -> list[str]:
+        """What the reader leaves out on purpose (shown by ``anobench data check``)."""
+        return []
+
+    def read_category(self, root: Path, category: str, *, validate: bool = True) -> CategoryData:
+        """Read one category through the hooks; every problem is collected before raising."""
+        base = self.category_base(root, category)
+        train_dir = self.images_dir(base, "train", self.good)
+        good_dir = self.images_dir(base, self.test_dir, self.good)
+        self.require([train_dir, good_dir])
+        problems: list[str] = []
+        train_good = self.image_files(train_dir, problems)
+        for folder in self.extra_normals(base):
+            if folder.is_dir():
+                train_good += self.image_files(folder, problems)
+        test_good = self.image_files(good_dir, problems)
+        defects: dict[str, list[DefectSample]] = {}
+        for defect in self.defect_names(base):
+            folder = self.images_dir(base, self.test_dir, defect)
+            images = self.image_files(folder, problems) if folder.is_dir() else []
+            if not images:
+                problems.append(f"{folder}: empty defect folder; add its images or remove the folder")
                 continue
-            samples.append(DefectSample(image=image, mask=mask, defect=defect))
-        defects[defect] = samples
-
-    sizes: set[tuple[int, int]] = set()
-    if validate:
-        for path in [*train_good, *test_good]:
-            size = _open_size(path, problems)
-            if size is not None:
-                sizes.add(size)
-        for samples in defects.values():
-            for sample in samples:
-                size = _open_size(sample.image, problems)
-                if size is not None:
-                    sizes.add(size)
-                _check_mask(sample.mask, size, problems)
-    if problems:
-        raise DatasetError(*problems)
-    return CategoryData(
-        root=root,
-        name=category,
-        train_good=train_good,
-        test_good=test_good,
-        defects=defects,
-        image_size=next(iter(sizes)) if len(sizes) == 1 else None,
-    )
-
-
-def check_dataset(root: str | Path, categories: list[str] | None = None) -> list[CategoryData]:
-    """Validate every (or the named) category; all problems of all categories are reported together."""
-    names = categories or list_categories(root)
-    found, problems = [], []
-    for name in names:
-        try:
-            found.append(read_category(root, name))
-        except DatasetError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise DatasetError(*problems)
-    return found
-
-
-def summary_rows(categories: list[CategoryData]) -> list[dict[str, object]]:
-    """One row per category for ``anobench data check``."""
-    rows = []
-    for cat in categories:
-        size = f"{cat.image_size[0]}x{cat.image_size[1]}" if cat.image_size else "mixed"
-        rows.append(
-            {
-                "category": cat.name,
-                "train_good": len(cat.train_good),
-                "test_good": len(cat.test_good),
-                "defects": ", ".join(f"{d}:{len(s)}" for d, s in cat.defects.items()),
-                "image_size": size,
-            }
+            samples = []
+            for image in images:
+                candidates = [self.mask_dir(base, defect) / n for n in self.mask_names(image)]
+                mask = next((m for m in candidates if m.exists()), None)
+                if mask is None:
+                    problems.append(
+                        f"{image}: no mask at {candidates[0]}; add the binary mask (0/255 PNG) with that name"
+                    )
+                    continue
+                samples.append(DefectSample(image=image, mask=mask, defect=defect))
+            defects[defect] = samples
+        return self.finish(
+            root,
+            category,
+            train_good,
+            test_good,
+            defects,
+            problems,
+            validate=validate,
+            notes=self.notes(base),
         )
-    return rows
+
+    # writing (``anobench data synth --layout``)
+    def defect_map(self, defects: list[str]) -> dict[str, str]:
+        """Which defect type of this layout each source type becomes (identity here)."""
+        return {d: d for d in defects}
+
+    def write_mask(self, mask: Path, base: Path, defect: str, image_name: str) -> None:
+        """Write the mask of the image written as ``image_name``."""
+        save_mask(mask, self.mask_dir(base, defect) / self.mask_names(Path(image_name))[0])
+
+    def write(self, categories: list[CategoryData], out: Path) -> None:
+        """Write each category; source defect types map through :meth:`defect_map`."""
+        for cat in categories:
+            base = out / cat.name
+            n_extra = len(cat.test_good) if self.extra_normals(base) else 0
+            train, extra = (
+                cat.train_good[: len(cat.train_good) - n_extra],
+                cat.train_good[len(cat.train_good) - n_extra :],
+            )
+            for path in train:
+                save_image(path, self.images_dir(base, "train", self.good) / (path.stem + self.write_suffix))
+            for path in extra:
+                save_image(path, self.extra_normals(base)[0] / (path.stem + self.write_suffix))
+            for path in cat.test_good:
+                save_image(
+                    path, self.images_dir(base, self.test_dir, self.good) / (path.stem + self.write_suffix)
+                )
+            mapping = self.defect_map(list(cat.defects))
+            for defect, samples in cat.defects.items():
+                target = mapping[defect]
+                merged = list(mapping.values()).count(target) > 1 or target != defect
+                for sample in samples:
+                    name = f"{defect}_{sample.image.stem}" if merged else sample.image.stem
+                    save_image(
+                        sample.image,
+                        self.images_dir(base, self.test_dir, target) / (name + self.write_suffix),
+                    )
+                    self.write_mask(sample.mask, base, target, name + self.write_suffix)
+
+
+@register_dataset("mvtec", priority=90)
+class MVTecAD(FolderPerClass):
+    """MVTec AD: PNG images, ``<stem>_mask.png`` binary masks (the fallback layout)."""
+
+    description = "MVTec AD: <cat>/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}"
+
+    def detect(self, root: Path) -> bool:
+        """Any folder with ``train/`` or ``test/`` (the fallback: its reader then names what is missing)."""
+        return any((root / n / "train").is_dir() or (root / n / "test").is_dir() for n in subdirs(root))
+
+
+MPDD_CATEGORIES = frozenset(
+    {"bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"}
+)
+
+
+@register_dataset("mpdd", priority=80)
+class MPDD(FolderPerClass):
+    """MPDD: MVTec AD's layout; masks named ``<stem>_mask.png`` or ``<stem>.png``.
+
+    Detected by MPDD's category names or by a mask named ``<stem>.png``.
+    """
+
+    description = "MPDD: MVTec layout, masks <stem>_mask.png or <stem>.png"
+
+    def detect(self, root: Path) -> bool:
+        names = set(subdirs(root))
+        if names & MPDD_CATEGORIES and all(
+            (root / n / "train" / "good").is_dir() for n in names & MPDD_CATEGORIES
+        ):
+            return True
+        for name in names:
+            gt = root / name / "ground_truth"
+            if (root / name / "train" / "good").is_dir() and gt.is_dir():
+                for defect in subdirs(gt):
+                    masks = [p.name for p in (gt / defect).iterdir() if p.suffix == ".png"]
+                    if masks and not any(m.endswith(MASK_SUFFIX) for m in masks):
+                        return True
+        return False
+
+    def mask_names(self, image: Path) -> list[str]:
+        return [f"{image.stem}{MASK_SUFFIX}", f"{image.stem}.png"]
+
+    def write_mask(self, mask: Path, base: Path, defect: str, image_name: str) -> None:
+        save_mask(mask, self.mask_dir(base, defect) / f"{Path(image_name).stem}.png")

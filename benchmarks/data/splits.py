@@ -62,6 +62,7 @@ class SplitManifest:
     train_good: list[str]
     test_good: list[str]
     defects: dict[str, DefectSplit]
+    format: str = "mvtec"  # the dataset format the category was read in
 
     @property
     def overlap_count(self) -> int:
@@ -134,6 +135,7 @@ def make_split(category: CategoryData, preset: str = "strict") -> SplitManifest:
         train_good=[_rel(p.resolve(), root) for p in category.train_good],
         test_good=[_rel(p.resolve(), root) for p in category.test_good],
         defects=defects,
+        format=category.format,
     )
     check_overlap(manifest)
     return manifest

@@ -1,4 +1,4 @@
-"""The embedded synthetic dataset: a small MVTec-AD-layout dataset built offline, deterministically.
+"""The embedded synthetic dataset: a small dataset built offline, deterministically, in any layout.
 
 Categories:
 
@@ -238,17 +238,32 @@ def build_category(root: Path, spec: CategorySpec, seed: int) -> None:
             _save((mask * 255).astype(np.uint8), base / "ground_truth" / defect / f"{i:03d}_mask.png")
 
 
-def build_synthetic_dataset(out: str | Path, seed: int = 0, categories: list[str] | None = None) -> Path:
-    """Build the embedded dataset under ``out`` (MVTec-AD layout) and return its root.
+def build_synthetic_dataset(
+    out: str | Path, seed: int = 0, categories: list[str] | None = None, layout: str = "mvtec"
+) -> Path:
+    """Build the embedded dataset under ``out`` in ``layout`` (a registered dataset format).
 
-    The same seed always gives byte-identical files.
+    The same seed always gives byte-identical files (MVTec layout; other layouts are written from
+    it by the format's adapter, e.g. VisA's JPGs and split CSV).
     """
     root = Path(out)
     wanted = set(categories) if categories else None
-    for spec in CATEGORIES:
-        if wanted is None or spec.name in wanted:
+    specs = [spec for spec in CATEGORIES if wanted is None or spec.name in wanted]
+    if layout == "mvtec":
+        for spec in specs:
             build_category(root, spec, seed)
-    (root / ".anobench-synthetic").write_text(f"seed={seed}\n")
+    else:
+        import tempfile
+
+        from anobench.benchmarks.data.datasets import get_dataset
+
+        adapter = get_dataset(layout)  # an unknown name fails before anything is drawn
+        with tempfile.TemporaryDirectory() as tmp:
+            source = get_dataset("mvtec")
+            for spec in specs:
+                build_category(Path(tmp), spec, seed)
+            adapter.write([source.read_category(Path(tmp), s.name, validate=False) for s in specs], root)
+    (root / ".anobench-synthetic").write_text(f"seed={seed} layout={layout}\n")
     return root
 
 

@@ -104,12 +104,14 @@ def compute_generation_metrics(
     batch_size: int = int(DEFAULTS["batch_size"]),
     download: bool = True,
     progress: bool = True,
+    format: str | None = None,
+    resolution: str | int | None = None,
 ) -> dict[str, Any]:
     """Generation-quality metrics of a generated set against the real anomalies of each defect type.
 
     Args:
         generated_root: a generated set (``<cat>/<defect>/image/*.png``), ours or imported.
-        dataset_root: the MVTec-layout dataset the set was generated from.
+        dataset_root: the dataset the set was generated from (any registered format).
         categories: one category, several, or None for every category of the generated set.
         split_preset: which few-shot images are the IC-LPIPS cluster centres (``strict``: first N//3).
         metrics: names from ``METRIC_NAMES``; None = ``DEFAULT_METRICS``, where Inception metrics whose
@@ -123,6 +125,7 @@ def compute_generation_metrics(
         batch_size: LPIPS batch size.
         download: allow torch-fidelity's download of the Inception weights.
         progress: show a progress bar over the defect types.
+        format, resolution: the dataset's format (None: detected) and Real-IAD resolution.
 
     Raises:
         WeightsUnavailableError: weights of an explicitly requested metric are missing.
@@ -171,7 +174,9 @@ def compute_generation_metrics(
         sorted(pairs.items()), desc="generation metrics", unit="type", disable=not progress
     ):
         if cat not in splits:
-            category_data = read_category(dataset_root, cat, validate=False)
+            category_data = read_category(
+                dataset_root, cat, validate=False, format=format, resolution=resolution
+            )
             splits[cat] = (category_data, make_split(category_data, split_preset))
         data, split = splits[cat]
         if defect not in split.defects:

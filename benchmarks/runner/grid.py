@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anobench.benchmarks.config import RunConfig
-from anobench.benchmarks.data.mvtec import list_categories, read_category
+from anobench.benchmarks.data.datasets import list_categories, read_category
 from anobench.benchmarks.data.splits import make_split
 from anobench.benchmarks.data.synth import embedded_dataset
 from anobench.benchmarks.errors import ConfigError
@@ -41,7 +41,7 @@ def dataset_root(config: RunConfig) -> Path:
 
 def grid_categories(config: RunConfig, root: Path) -> list[str]:
     """The categories of the run (``data.categories``, checked against the dataset; None: all)."""
-    available = list_categories(root)
+    available = list_categories(root, **config.data.options())
     if not config.data.categories:
         return available
     missing = [c for c in config.data.categories if c not in available]
@@ -74,7 +74,7 @@ def check_run_inputs(config: RunConfig, root: Path, names: list[str], generators
     for name in dict.fromkeys([*generators, *config.generation.options]):
         create_generator(name, **config.generation.options.get(name, {}))
     for category in names:
-        make_split(read_category(root, category), config.data.split)
+        make_split(read_category(root, category, **config.data.options()), config.data.split)
 
 
 def expand_grid(

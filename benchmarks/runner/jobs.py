@@ -76,6 +76,12 @@ def result_path(run_dir: Path, key: JobKey) -> Path:
     return run_dir / "raw" / key.stage / f"{key.name}.json"
 
 
+def _data_key(config: RunConfig, dataset: Path) -> dict[str, Any]:
+    """The dataset, split and (when set) the dataset format and resolution, for the hashes."""
+    options = {k: v for k, v in config.data.options().items() if v is not None}
+    return {"dataset": str(dataset), "split": config.data.split, **options}
+
+
 def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
     """Hash of everything that changes the generated pairs.
 
@@ -85,8 +91,7 @@ def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
     gen = create_generator(generator, **config.generation.options.get(generator, {}))
     return config_hash(
         {
-            "dataset": str(dataset),
-            "split": config.data.split,
+            **_data_key(config, dataset),
             "generator": gen.config_hash(),
             "n_per_defect": config.generation.n_per_defect,
         }
@@ -118,8 +123,7 @@ def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) ->
     """Hash of the dataset, split, evaluation size and the detector's settings."""
     return config_hash(
         {
-            "dataset": str(dataset),
-            "split": config.data.split,
+            **_data_key(config, dataset),
             "image_size": config.segmenter.image_size,
             "pixel_f1": config.evaluation.pixel_f1,
             "detector": dataclasses.asdict(detector),

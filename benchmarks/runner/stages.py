@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.categories import is_object, object_foregrounds
-from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.datasets import read_category
 from anobench.benchmarks.data.splits import SplitManifest, make_split
 from anobench.downstream.classifier import run_classification
 from anobench.downstream.evaluation import HeldOutSplit
@@ -42,9 +42,12 @@ def generated_dir(run_dir: Path, generator: str, seed: int, gen_hash: str) -> Pa
     return run_dir / "generated" / f"{generator}__seed{seed}__{gen_hash}"
 
 
-def split_stage(root: Path, category: str, preset: str, run_dir: Path) -> SplitManifest:
-    """Validate the category, split it and write the manifest to ``run_dir/splits/``."""
-    manifest = make_split(read_category(root, category), preset)
+def split_stage(root: Path, category: str, preset: str, run_dir: Path, **options: Any) -> SplitManifest:
+    """Validate the category, split it and write the manifest to ``run_dir/splits/``.
+
+    ``options``: the dataset readers' ``format`` and ``resolution`` (None: detected).
+    """
+    manifest = make_split(read_category(root, category, **options), preset)
     manifest.write(run_dir / "splits" / f"{category}.{preset}.json")
     return manifest
 
@@ -95,11 +98,13 @@ def generate_stage(
 
 # ---------------------------------------------------------------- stage bodies: job -> library call
 def _split(job: Job) -> SplitManifest:
-    return split_stage(job.dataset, job.key.category, job.config.data.split, job.run_dir)
+    return split_stage(
+        job.dataset, job.key.category, job.config.data.split, job.run_dir, **job.config.data.options()
+    )
 
 
 def _split_summary(manifest: SplitManifest) -> dict[str, Any]:
-    return {"preset": manifest.preset, "overlap_count": manifest.overlap_count}
+    return {"preset": manifest.preset, "overlap_count": manifest.overlap_count, "format": manifest.format}
 
 
 def _generated(job: Job) -> Path:
@@ -204,7 +209,9 @@ def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
     per_defect = result["per_type"].get(manifest.category, {})
     if options.mask_quality:
         pairs = read_generated_set(generated_root, manifest.category)
-        rows = mask_quality(pairs, object_foregrounds(job.dataset, {manifest.category}))
+        rows = mask_quality(
+            pairs, object_foregrounds(job.dataset, {manifest.category}, **job.config.data.options())
+        )
         metrics.update(mask_summary(rows))
         for row in rows:
             per_defect.setdefault(str(row["defect"]), {})["mask"] = row

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from anobench.generation.base import load_rgb
+from anobench.generation.base import load_rgb, read_mask, resize_mask
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -38,9 +37,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def load_soft_mask(path: str | Path, size: int) -> torch.Tensor:
     """Mask resized bilinearly and binarised at 0.5 (as the released code), 1 x H x W float."""
-    with Image.open(path) as im:
-        im = im.convert("L").resize((size, size), Image.BILINEAR)
-        return torch.from_numpy((np.asarray(im) > 127).astype(np.float32))[None]
+    return torch.from_numpy(resize_mask(read_mask(path), size, soft=True).astype(np.float32))[None]
 
 
 def estimate_background_colour(normal_images: list[Path], size: int, limit: int = 16) -> np.ndarray:

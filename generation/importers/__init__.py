@@ -65,7 +65,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from anobench.generation.base import config_hash
+from anobench.generation.base import config_hash, read_image
 from anobench.generation.errors import GenerationInputError
 from anobench.generation.format import FG_DIR, IMAGE_SUFFIXES, GeneratedSetWriter
 
@@ -388,8 +388,7 @@ def binarise(path: Path, threshold: float, size: tuple[int, int] | None = None) 
 
 
 def _rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return np.asarray(read_image(path))
 
 
 def _size(path: Path) -> tuple[int, int]:
