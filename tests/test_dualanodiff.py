@@ -11,6 +11,8 @@ import torch
 
 from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 
+GOLDEN = Path(__file__).parent / "data" / "dualanodiff_golden.npz"  # samples before the pipeline refactor
+
 TINY = {
     "pretrained_model_name_or_path": None,
     "resolution": 16,
@@ -33,14 +35,14 @@ def tiny_config(**overrides) -> DualAnoDiffConfig:
 
 
 def tiny_components():
-    from anobench.generation.dualanodiff.models import build_offline_components
+    from anobench.generation.dualanodiff.components import build_offline_components
 
     c = tiny_config()
     return build_offline_components(16, c.offline_unet_channels, c.offline_vae_channels, 16, 1, seed=0)
 
 
 def tiny_model(coupling: bool = True, bcm: bool = False, seed: int = 0):
-    from anobench.generation.dualanodiff.model import DualAnoDiffModel
+    from anobench.generation.dualanodiff.dual_unet import DualAnoDiffModel
 
     parts = tiny_components()
     torch.manual_seed(seed)
@@ -157,6 +159,14 @@ def test_bcm_starts_as_identity_of_the_plain_model():
     assert (c[0::2] - a[0::2]).abs().max() > 1e-4
 
 
+def sample(pipe, seeds: list[int], **kwargs):
+    """Pairs as H x W x 3 uint8 arrays (pair i seeded by ``seeds[i]``), 3 DDIM/PNDM steps at 16 px."""
+    kwargs = {"num_inference_steps": 3, "height": 16, "width": 16, "output_type": "pil", **kwargs}
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    out = pipe("a vfx with sks", "sks", num_images_per_prompt=len(seeds), generator=gens, **kwargs)
+    return type(out)(*(np.stack([np.asarray(im) for im in ims]) for ims in out.to_tuple()))
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -164,7 +174,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_steps_change_weights_and_write_loadable_checkpoints(pair_data, tmp_path):
-    from anobench.generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.trainer import train_dual
 
     data, _ = pair_data
     init, _ = tiny_model(seed=3)  # train_dual seeds the adapters with config.seed = 3
@@ -191,7 +201,7 @@ def test_two_steps_change_weights_and_write_loadable_checkpoints(pair_data, tmp_
 
 
 def test_resume_continues_exactly(pair_data, tmp_path):
-    from anobench.generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.trainer import train_dual
 
     data, _ = pair_data
     config = tiny_config(max_train_steps=4, checkpointing_steps=2)
@@ -210,7 +220,7 @@ def test_resume_continues_exactly(pair_data, tmp_path):
 
 
 def test_bcm_training_moves_alpha(pair_data, tmp_path):
-    from anobench.generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.trainer import train_dual
 
     _, bcm_data = pair_data
     train_dual(
@@ -221,30 +231,35 @@ def test_bcm_training_moves_alpha(pair_data, tmp_path):
 
 
 def test_checkpoint_round_trip_gives_identical_samples(pair_data, tmp_path):
-    from anobench.generation.dualanodiff.model import DualAnoDiffModel
-    from anobench.generation.dualanodiff.models import sampling_scheduler
+    from anobench.generation.dualanodiff.components import sampling_scheduler
+    from anobench.generation.dualanodiff.dual_unet import DualAnoDiffModel
     from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
-    from anobench.generation.dualanodiff.training import train_dual
+    from anobench.generation.dualanodiff.trainer import train_dual
 
     data, _ = pair_data
     model = train_dual(tiny_components(), data, tiny_config(max_train_steps=2), tmp_path, progress=False)
     parts = tiny_components()
-    pipe = DualAnoDiffPipeline(model, parts.vae, sampling_scheduler("ddim", parts.scheduler_config))
-    first = pipe("a vfx with sks", "sks", seeds=[5, 6], num_inference_steps=3, resolution=16)
-    assert first.images.shape == (2, 16, 16, 3) and first.parts.shape == (2, 16, 16, 3)
+    pipe = DualAnoDiffPipeline.from_model(
+        model, parts.vae, sampling_scheduler("ddim", parts.scheduler_config)
+    )
+    first = sample(pipe, [5, 6])
+    assert first.images.shape == (2, 16, 16, 3) and first.part_images.shape == (2, 16, 16, 3)
     again_parts = tiny_components()
     reloaded = DualAnoDiffModel(again_parts, rank=2, bcm_hidden=8).eval()
     reloaded.load_trainable(tmp_path / "weights.safetensors")
-    pipe2 = DualAnoDiffPipeline(reloaded, again_parts.vae, sampling_scheduler("pndm", parts.scheduler_config))
+    pipe2 = DualAnoDiffPipeline.from_model(
+        reloaded, again_parts.vae, sampling_scheduler("pndm", parts.scheduler_config)
+    )
     pipe2.scheduler = sampling_scheduler("ddim", parts.scheduler_config)
-    second = pipe2("a vfx with sks", "sks", seeds=[5, 6], num_inference_steps=3, resolution=16)
-    assert np.array_equal(first.images, second.images) and np.array_equal(first.parts, second.parts)
-    other = pipe2("a vfx with sks", "sks", seeds=[7, 6], num_inference_steps=3, resolution=16)
+    second = sample(pipe2, [5, 6])
+    assert np.array_equal(first.images, second.images)
+    assert np.array_equal(first.part_images, second.part_images)
+    other = sample(pipe2, [7, 6])
     assert not np.array_equal(other.images[0], first.images[0])
 
 
 def test_mismatched_weights_are_a_clear_error(pair_data, tmp_path):
-    from anobench.generation.dualanodiff.training import save_final
+    from anobench.generation.dualanodiff.trainer import save_final
     from anobench.generation.errors import GenerationInputError
 
     model, _ = tiny_model()
@@ -280,3 +295,101 @@ def test_config_errors_name_the_field():
         DualAnoDiffConfig(scheduler="euler", resolution=30, mask_extractor="u2net")
     text = str(err.value)
     assert "scheduler='euler'" in text and "resolution=30" in text and "u2net_weights" in text
+
+
+def golden_model(bcm: bool):
+    """A tiny dual model, every trainable tensor randomised (LoRA, SAIM, text LoRA, BCM a ~ 0.3)."""
+    model, parts = tiny_model(bcm=bcm, seed=1)
+    g = torch.Generator().manual_seed(11)
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            p.data = torch.randn(p.shape, generator=g) * 0.05 + (0.3 if name.endswith("bcm.alpha") else 0.0)
+    background = torch.rand(3, 16, 16, generator=g) * 2 - 1 if bcm else None
+    return model, parts, background
+
+
+@pytest.mark.parametrize("bcm", [False, True])
+def test_samples_equal_the_recorded_pre_refactor_outputs(bcm):
+    from anobench.generation.dualanodiff.components import sampling_scheduler
+    from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
+
+    golden = np.load(GOLDEN)
+    model, parts, background = golden_model(bcm)
+    for sched in ("ddim", "pndm"):
+        pipe = DualAnoDiffPipeline.from_model(
+            model, parts.vae, sampling_scheduler(sched, parts.scheduler_config)
+        )
+        for cfg in (2.5, 1.0):
+            out = sample(pipe, [5, 6], guidance_scale=cfg, background=background)
+            key = f"{'bcm' if bcm else 'plain'}_{sched}_{cfg}"
+            np.testing.assert_array_equal(out.images, golden[f"{key}_images"], err_msg=key)
+            np.testing.assert_array_equal(out.part_images, golden[f"{key}_parts"], err_msg=key)
+
+
+def golden_pipeline(bcm: bool):
+    from anobench.generation.dualanodiff.components import sampling_scheduler
+    from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
+
+    model, parts, background = golden_model(bcm)
+    scheduler = sampling_scheduler("ddim", parts.scheduler_config)
+    pipe = DualAnoDiffPipeline.from_model(model, parts.vae, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, background
+
+
+def test_pipeline_save_pretrained_round_trip_gives_identical_samples(tmp_path):
+    from safetensors.torch import load_file
+
+    from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
+
+    pipe, background = golden_pipeline(bcm=True)
+    before = sample(pipe, [5, 6], num_inference_steps=2, background=background)
+    pipe.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["unet"] == ["anobench.generation.dualanodiff.dual_unet", "DualBranchUNet2DConditionModel"]
+    assert index["text_encoder"][1] == "LoRACLIPTextModel"
+    saved = load_file(str(tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(k.endswith("bcm.alpha") for k in saved)  # the adapters travel with the base weights
+
+    loaded = DualAnoDiffPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.scheduler) is type(pipe.scheduler) and loaded.unet.has_bcm
+    assert loaded.unet.config.dual_rank == 2 and loaded.text_encoder.config.lora_rank == 2
+    after = sample(loaded, [5, 6], num_inference_steps=2, background=background)
+    assert np.array_equal(before.images, after.images)
+    assert np.array_equal(before.part_images, after.part_images)
+    # and the BCM condition is used: another background gives other whole images
+    other = sample(loaded, [5, 6], num_inference_steps=2, background=-background)
+    assert not np.array_equal(other.images, after.images)
+
+
+def test_pipeline_output_types_tuple_and_errors():
+    from PIL import Image
+
+    from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipelineOutput
+
+    pipe, _ = golden_pipeline(bcm=False)
+    kwargs = {"part_prompt": "sks", "num_inference_steps": 2, "num_images_per_prompt": 2}
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (5, 6)]
+
+    pil = pipe("a vfx with sks", generator=gens(), **kwargs)
+    assert isinstance(pil, DualAnoDiffPipelineOutput) and len(pil.images) == len(pil.part_images) == 2
+    assert all(isinstance(im, Image.Image) and im.size == (16, 16) for im in pil.images + pil.part_images)
+    arrays = pipe("a vfx with sks", generator=gens(), output_type="np", **kwargs)
+    assert arrays.images.shape == (2, 16, 16, 3) and arrays.images.dtype == np.float32
+    assert arrays.part_images.min() >= 0 and arrays.part_images.max() <= 1
+    # the same pairs: "np" is the unrounded [0, 1] version of the PIL pixels
+    assert np.abs(arrays.images * 255 - np.stack([np.asarray(i) for i in pil.images])).max() <= 0.5 + 1e-3
+    images, parts = pipe("a vfx with sks", generator=gens(), output_type="pt", return_dict=False, **kwargs)
+    assert images.shape == parts.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(images.permute(0, 2, 3, 1).numpy(), arrays.images)
+    assert not torch.equal(images, parts)
+    with pytest.raises(ValueError, match="output_type"):
+        pipe("a vfx with sks", output_type="latent", **kwargs)
+    with pytest.raises(ValueError, match="3 generators"):
+        pipe("a vfx with sks", generator=[*gens(), torch.Generator()], **kwargs)
+    bcm_pipe, _ = golden_pipeline(bcm=True)
+    with pytest.raises(ValueError, match="background"):
+        bcm_pipe("a vfx with sks", **kwargs)

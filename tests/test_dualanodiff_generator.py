@@ -74,6 +74,8 @@ def test_fit_sample_write_read_and_reload(name, nut_fewshot, tmp_path):
     again = list(restored.sample(defect, 2, seed=0))
     for a, b in zip(pairs[defect][:2], again, strict=True):
         assert np.array_equal(a.image, b.image) and np.array_equal(a.fg, b.fg) and a.seed == b.seed
+    pipe = restored.pipeline(defect)  # the diffusers pipeline that sampled them
+    assert type(pipe).__name__ == "DualAnoDiffPipeline" and pipe.unet.has_bcm == (name == "dualanodiff-bcm")
 
 
 def test_cli_trains_offline_and_resumes(nut_root, tmp_path):

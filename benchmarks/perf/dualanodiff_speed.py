@@ -17,25 +17,29 @@ import time
 import torch
 
 from anobench.benchmarks.config import load_config
-from anobench.generation.dualanodiff.config import DualAnoDiffConfig
-from anobench.generation.dualanodiff.data import PairData
-from anobench.generation.dualanodiff.model import DualAnoDiffModel
-from anobench.generation.dualanodiff.models import (
+from anobench.generation.dualanodiff.components import (
     Components,
     build_offline_components,
     build_tokenizer,
     sampling_scheduler,
     sd15_configs,
 )
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.data import PairData
+from anobench.generation.dualanodiff.dual_unet import (
+    DualAnoDiffModel,
+    DualBranchUNet2DConditionModel,
+    LoRACLIPTextModel,
+)
 from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
-from anobench.generation.dualanodiff.training import dual_loss, step_generator
+from anobench.generation.dualanodiff.trainer import dual_loss, step_generator
 
 PROMPTS = ("a vfx with sks", "sks")
 
 
 def sd15_components(dtype: torch.dtype) -> Components:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextConfig
 
     cfg = sd15_configs()
     scheduler = DDPMScheduler(
@@ -43,8 +47,8 @@ def sd15_components(dtype: torch.dtype) -> Components:
     )
     return Components(
         vae=AutoencoderKL(**cfg["vae"]).to(dtype),
-        unet=UNet2DConditionModel(**cfg["unet"]).to(dtype),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg["text"])).to(dtype),
+        unet=DualBranchUNet2DConditionModel(**cfg["unet"]).to(dtype),
+        text_encoder=LoRACLIPTextModel(CLIPTextConfig(**cfg["text"])).to(dtype),
         tokenizer=build_tokenizer(list(PROMPTS)),
         scheduler_config=dict(scheduler.config),
     )
@@ -122,15 +126,18 @@ def time_sampling(
     model = DualAnoDiffModel(parts, rank=rank).to(device, dtype).eval()
     if compile_unet:
         model.unet = torch.compile(model.unet)
-    pipe = DualAnoDiffPipeline(
+    pipe = DualAnoDiffPipeline.from_model(
         model, parts.vae.to(device, dtype), sampling_scheduler(scheduler, parts.scheduler_config)
     )
+    pipe.set_progress_bar_config(disable=True)
+    size = {"height": resolution, "width": resolution, "num_images_per_prompt": pairs, "output_type": "pt"}
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        pipe(*PROMPTS, seeds=list(range(pairs)), num_inference_steps=2, resolution=resolution)  # warm-up
+        pipe(*PROMPTS, num_inference_steps=2, **size)  # warm-up
         sync(device)
         t0 = time.perf_counter()
         for r in range(repeats):
-            pipe(*PROMPTS, seeds=list(range(r, r + pairs)), num_inference_steps=steps, resolution=resolution)
+            gens = [torch.Generator().manual_seed(s) for s in range(r, r + pairs)]
+            pipe(*PROMPTS, num_inference_steps=steps, generator=gens, **size)
         sync(device)
     return (time.perf_counter() - t0) / (pairs * repeats)
 

@@ -1,9 +1,12 @@
 """DualAnoDiff (dual-interrelated diffusion, CVPR 2025) on diffusers; importing registers the generators.
 
-Modules: ``attention`` (dual-branch processor, SAIM, BCM), ``model`` (the trainable wrapper),
-``models`` (SD loading / small offline models), ``base_model`` (offline base training),
-``data``, ``training`` (trainer + checkpoints), ``train`` (the ``accelerate launch`` CLI),
-``pipeline`` (sampling), ``masks`` (mask extraction), ``generator`` (the registered generators).
+Modules: ``attention`` (the dual-branch attention processor: per-branch LoRA, SAIM, BCM),
+``dual_unet`` (the dual-branch UNet and LoRA text encoder classes, the noise prediction, the
+trainable wrapper), ``components`` (the frozen base: loading SD, building the small offline models,
+sampling schedulers), ``offline_base`` (training and caching the offline base), ``data`` (few-shot
+pairs), ``trainer`` (the dual fine-tune loop and its checkpoints), ``train`` (the ``accelerate launch``
+entry point), ``pipeline`` (the diffusers sampling pipeline), ``masks`` and ``u2net`` (mask
+extraction), ``config``, ``generator`` (the registered generators).
 Only ``generator`` and ``config`` are imported here; they import torch/diffusers lazily.
 """
 

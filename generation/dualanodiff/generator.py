@@ -82,7 +82,7 @@ class DualAnoDiff(Generator):
 
     def prompts_for(self, defect: str) -> tuple[str, str]:
         """(whole, part) prompts of ``defect`` (per-category models: the defect's own rare token)."""
-        from anobench.generation.dualanodiff.models import RARE_TOKENS
+        from anobench.generation.dualanodiff.components import RARE_TOKENS
 
         cfg = self.config
         if cfg.granularity == "defect":
@@ -113,7 +113,7 @@ class DualAnoDiff(Generator):
             )
         self.fewshot = fewshot
         if cfg.offline:
-            from anobench.generation.dualanodiff.base_model import offline_base
+            from anobench.generation.dualanodiff.offline_base import offline_base
 
             self._base = offline_base(cfg, fewshot.category, fewshot.normal_images, self.cache_dir, progress)
         else:
@@ -126,7 +126,7 @@ class DualAnoDiff(Generator):
             samples = [(i, m, self.prompts_for(d)) for d in defects for i, m in fewshot.anomalies[d]]
             folder = self.cache_dir / "adapters" / f"{fewshot.category}-{unit}-{self._unit_hash(samples)}"
             if not (folder / "weights.safetensors").exists():
-                from anobench.generation.dualanodiff.training import train_dual
+                from anobench.generation.dualanodiff.trainer import train_dual
 
                 data = load_pair_data(samples, cfg.resolution, colour, bcm=cfg.bcm)
                 train_dual(self._components(), data, cfg, folder, resume="latest", progress=progress)
@@ -153,7 +153,7 @@ class DualAnoDiff(Generator):
         return config_hash({"config": training, "base": str(self._base), "files": files})
 
     def _components(self):
-        from anobench.generation.dualanodiff.models import load_components
+        from anobench.generation.dualanodiff.components import load_components
 
         return load_components(self._base)
 
@@ -169,8 +169,8 @@ class DualAnoDiff(Generator):
     def _pipeline(self, unit: str):
         import torch
 
-        from anobench.generation.dualanodiff.model import DualAnoDiffModel
-        from anobench.generation.dualanodiff.models import sampling_scheduler
+        from anobench.generation.dualanodiff.components import sampling_scheduler
+        from anobench.generation.dualanodiff.dual_unet import DualAnoDiffModel
         from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
 
         if self._loaded is not None and self._loaded[0] == unit:
@@ -184,11 +184,19 @@ class DualAnoDiff(Generator):
         model.to(device)
         model.load_trainable(self._units[unit] / "weights.safetensors")
         model.eval()
-        pipe = DualAnoDiffPipeline(
-            model, parts.vae.to(device), sampling_scheduler(cfg.scheduler, parts.scheduler_config)
-        )
+        scheduler = sampling_scheduler(cfg.scheduler, parts.scheduler_config)
+        pipe = DualAnoDiffPipeline.from_model(model, parts.vae.to(device), scheduler)
+        pipe.set_progress_bar_config(disable=True)
         self._loaded = (unit, pipe)
         return pipe
+
+    def pipeline(self, defect: str):
+        """The :class:`~anobench.generation.dualanodiff.pipeline.DualAnoDiffPipeline` of ``defect``'s model.
+
+        Call :meth:`fit` (or :meth:`load`) first; ``save_pretrained`` writes it as a diffusers folder.
+        """
+        self._check_defect(defect)
+        return self._pipeline(self._unit_of(defect))
 
     def _backgrounds(self) -> list[Any]:
         """BCM conditions at inference: the first len//3 normal images, object blacked out."""
@@ -214,6 +222,7 @@ class DualAnoDiff(Generator):
     def sample(self, defect: str, n: int, seed: int) -> Iterator[GeneratedPair]:
         """Yield ``n`` (image, mask, part) pairs; pair i is seeded by pair_seed(seed, defect, i)."""
         import numpy as np
+        import torch
         from PIL import Image
 
         from anobench.generation.dualanodiff.masks import mask_extractor
@@ -229,7 +238,7 @@ class DualAnoDiff(Generator):
             device=cfg.device,
         )
         extract_all = getattr(extract, "batch", None) or (lambda parts: [extract(p) for p in parts])
-        pipe = self._pipeline(self._unit_of(defect))
+        pipe = self.pipeline(defect)
         whole, part = self.prompts_for(defect)
         backgrounds = self._backgrounds() if cfg.bcm else []
         switch_every = 50  # the released BCM inference switches the background every 50 images
@@ -251,18 +260,22 @@ class DualAnoDiff(Generator):
             background = backgrounds[(start // switch_every) % len(backgrounds)] if backgrounds else None
             out = pipe(
                 whole,
-                part,
-                seeds,
-                cfg.guidance_scale,
-                cfg.num_inference_steps,
-                cfg.negative_prompt,
-                cfg.resolution,
-                background,
+                part_prompt=part,
+                negative_prompt=cfg.negative_prompt,
+                num_images_per_prompt=len(seeds),
+                num_inference_steps=cfg.num_inference_steps,
+                guidance_scale=cfg.guidance_scale,
+                height=cfg.resolution,
+                width=cfg.resolution,
+                generator=[torch.Generator().manual_seed(s) for s in seeds],
+                background=background,
             )
-            masks = extract_all(list(out.parts))
+            images = [np.asarray(im) for im in out.images]
+            parts = [np.asarray(im) for im in out.part_images]
+            masks = extract_all(parts)
             for k, s in enumerate(seeds):
                 mask = masks[k]
-                image, fg = resize(out.images[k]), resize(out.parts[k])
+                image, fg = resize(images[k]), resize(parts[k])
                 mask = resize(mask.astype(np.uint8) * 255, nearest=True) > 127
                 yield GeneratedPair(image=image, mask=mask, seed=s, fg=fg)
             start = stop

@@ -1,17 +1,24 @@
-"""Sampling: one ``__call__`` returning (whole image, anomaly part) pairs, seeded per pair.
+"""Sampling: :class:`DualAnoDiffPipeline`, a diffusers ``DiffusionPipeline`` of (whole, part) pairs.
+
+Registered modules: ``vae``, ``text_encoder`` (:class:`LoRACLIPTextModel`, with the shared text
+LoRA), ``tokenizer``, ``unet`` (:class:`DualBranchUNet2DConditionModel`, with the per-branch LoRA,
+SAIM and BCM processors) and ``scheduler``; all of them round-trip through ``save_pretrained`` /
+``from_pretrained``.
 
 As the released inference script: two independent initial latents per pair (no shared noise),
 classifier-free guidance with the empty prompt as negative for both branches, CFG batch layout
 ``[uncond pairs..., cond pairs...]`` with each half interleaved (whole, part). BCM: the
-conditional half gets the VAE latent (unscaled, as in training) of the background condition,
+conditional half gets the VAE latent (unscaled, as in training) of the ``background`` condition,
 the unconditional half that of an all-zero (mid-grey) image; both are noised to the current
-timestep with seeded noise.
+timestep with noise from the pair's generator.
 
 Example:
-    >>> pipe = DualAnoDiffPipeline(model, vae, scheduler)  # doctest: +SKIP
-    >>> out = pipe("a vfx with sks", "sks", seeds=[1, 2], guidance_scale=2.5)  # doctest: +SKIP
-    >>> out.images.shape, out.parts.shape  # doctest: +SKIP
-    ((2, 512, 512, 3), (2, 512, 512, 3))
+    >>> pipe = DualAnoDiffPipeline.from_pretrained("out/bottle-pipeline")  # doctest: +SKIP
+    >>> gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    >>> out = pipe("a vfx with sks", part_prompt="sks", num_images_per_prompt=2,
+    ...            generator=gens, guidance_scale=2.5)  # doctest: +SKIP
+    >>> len(out.images), len(out.part_images)  # PIL images  # doctest: +SKIP
+    (2, 2)
 """
 
 from __future__ import annotations
@@ -20,89 +27,143 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
 
-from anobench.generation.dualanodiff.data import to_uint8
-from anobench.generation.dualanodiff.model import DualAnoDiffModel
+from anobench.generation.dualanodiff.data import to_tensor, to_uint8
+from anobench.generation.dualanodiff.dual_unet import (
+    DualAnoDiffModel,
+    DualBranchUNet2DConditionModel,
+    LoRACLIPTextModel,
+    encode_prompts,
+    predict_noise,
+)
+
+OUTPUT_TYPES = ("pil", "np", "pt")
 
 
 @dataclass
-class DualAnoDiffOutput:
-    """Generated pairs: whole images and anomaly parts, B x H x W x 3 uint8."""
-
-    images: np.ndarray
-    parts: np.ndarray
-
-
-class DualAnoDiffPipeline:
-    """Dual-branch sampler over a trained :class:`DualAnoDiffModel`.
+class DualAnoDiffPipelineOutput(BaseOutput):
+    """Generated pairs: whole images and their anomaly parts (mid-grey outside the anomaly).
 
     Args:
-        model: the dual model (adapters loaded).
+        images, part_images: lists of PIL images (``"pil"``), B x H x W x 3 float arrays in [0, 1]
+            (``"np"``) or B x 3 x H x W float tensors in [0, 1] (``"pt"``).
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    part_images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+class DualAnoDiffPipeline(DiffusionPipeline):
+    """Dual-branch sampler: one batch denoises whole images and anomaly parts together.
+
+    Args:
         vae: the base VAE.
+        text_encoder: CLIP text encoder (with the shared LoRA when trained with it).
+        tokenizer: its tokenizer.
+        unet: the dual-branch UNet (processors installed, adapters loaded).
         scheduler: a diffusers scheduler (PNDM for the paper; DDIM/DPM-Solver are faster).
     """
 
-    def __init__(self, model: DualAnoDiffModel, vae: Any, scheduler: Any) -> None:
-        self.model = model
-        self.vae = vae
-        self.scheduler = scheduler
+    model_cpu_offload_seq = "text_encoder->unet->vae"
 
-    @property
-    def device(self) -> torch.device:
-        """Where the UNet lives."""
-        return next(self.model.unet.parameters()).device
+    def __init__(
+        self,
+        vae: Any,
+        text_encoder: LoRACLIPTextModel,
+        tokenizer: Any,
+        unet: DualBranchUNet2DConditionModel,
+        scheduler: Any,
+    ) -> None:
+        super().__init__()
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler
+        )
+
+    @classmethod
+    def from_model(cls, model: DualAnoDiffModel, vae: Any, scheduler: Any) -> DualAnoDiffPipeline:
+        """The pipeline of a trained :class:`DualAnoDiffModel` (shares its modules, no copy)."""
+        return cls(vae, model.text_encoder, model.tokenizer, model.unet, scheduler)
+
+    def _background_tensor(self, background: Any) -> torch.Tensor:
+        """3 x H x W in [-1, 1] from a tensor (as is), an H x W x 3 uint8 array or a PIL image."""
+        if isinstance(background, torch.Tensor):
+            return background
+        if isinstance(background, PIL.Image.Image):
+            background = np.asarray(background.convert("RGB"))
+        return to_tensor(np.ascontiguousarray(background))
 
     @torch.no_grad()
     def __call__(
         self,
-        whole_prompt: str,
+        prompt: str,
         part_prompt: str,
-        seeds: list[int],
-        guidance_scale: float = 2.5,
-        num_inference_steps: int = 100,
         negative_prompt: str = "",
-        resolution: int | None = None,
-        background: torch.Tensor | None = None,
-    ) -> DualAnoDiffOutput:
-        """Generate ``len(seeds)`` pairs in one batch; pair i depends only on ``seeds[i]``.
+        negative_part_prompt: str | None = None,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int = 100,
+        guidance_scale: float = 2.5,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        background: torch.Tensor | np.ndarray | PIL.Image.Image | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> DualAnoDiffPipelineOutput | tuple[Any, Any]:
+        """Generate ``num_images_per_prompt`` (whole, part) pairs in one batch.
 
         Args:
-            whole_prompt, part_prompt: the branch prompts.
-            seeds: one seed per pair (its two initial latents and BCM noise).
-            guidance_scale: CFG scale (1 disables the unconditional pass).
+            prompt, part_prompt: the whole- and part-branch prompts.
+            negative_prompt: the unconditional prompt of the whole branch (and of the part branch
+                unless ``negative_part_prompt`` is given); the paper uses "" for both.
+            num_images_per_prompt: pairs to generate.
             num_inference_steps: denoising steps.
-            negative_prompt: the unconditional prompt of both branches.
-            resolution: pixels (default: the UNet's sample size times the VAE factor).
-            background: BCM only, 3 x H x W in [-1, 1], the background condition of all pairs.
+            guidance_scale: CFG scale (1 disables the unconditional pass).
+            height, width: pixels (default: the UNet's sample size times the VAE factor).
+            generator: one per pair (pair i then depends only on ``generator[i]``) or one for all.
+            background: BCM only, the background condition of all pairs (3 x H x W tensor in
+                [-1, 1], H x W x 3 uint8 array or PIL image).
+            output_type: "pil", "np" or "pt".
+            return_dict: False returns ``(images, part_images)``.
         """
-        model, vae, device = self.model, self.vae, self.device
-        dtype = next(model.unet.parameters()).dtype
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}: choose one of {', '.join(OUTPUT_TYPES)}")
+        p = num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != p:
+            raise ValueError(f"got {len(generator)} generators for num_images_per_prompt={p}")
+        if self.unet.has_bcm and background is None:
+            raise ValueError("the BCM model needs a background condition image (background=...)")
+        gens = generator if isinstance(generator, list) else [generator] * p
+        vae, device, dtype = self.vae, self._execution_device, self.unet.dtype
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        size = (resolution or model.unet.config.sample_size * factor) // factor
-        p = len(seeds)
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        latents = torch.stack([torch.randn((2, 4, size, size), generator=g) for g in gens]).flatten(0, 1)
+        default = self.unet.config.sample_size * factor
+        shape = (2, self.unet.config.in_channels, (height or default) // factor, (width or default) // factor)
+        latents = torch.stack([torch.randn(shape, generator=g) for g in gens]).flatten(0, 1)
         latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
 
         cfg = guidance_scale != 1.0
-        cond = model.encode_prompts([whole_prompt, part_prompt]).to(dtype).repeat(p, 1, 1)
-        embeds = cond
+        embeds = encode_prompts(self.tokenizer, self.text_encoder, [prompt, part_prompt]).to(dtype)
+        embeds = embeds.repeat(p, 1, 1)
         if cfg:
-            uncond = model.encode_prompts([negative_prompt, negative_prompt]).to(dtype).repeat(p, 1, 1)
-            embeds = torch.cat([uncond, cond])
+            negative = [
+                negative_prompt,
+                negative_prompt if negative_part_prompt is None else negative_part_prompt,
+            ]
+            uncond = encode_prompts(self.tokenizer, self.text_encoder, negative).to(dtype).repeat(p, 1, 1)
+            embeds = torch.cat([uncond, embeds])
 
         bg_latents = None
-        if model.bcm:
-            if background is None:
-                raise ValueError("the BCM model needs a background condition image")
-            bg = background[None].to(device, vae.dtype)
+        if self.unet.has_bcm:
+            bg = self._background_tensor(background)[None].to(device, vae.dtype)
             images = torch.cat([torch.zeros_like(bg), bg]) if cfg else bg
             mean = vae.encode(images).latent_dist.mean.to(dtype)  # unscaled, as in training
             bg_latents = mean.repeat_interleave(p, dim=0)  # [uncond x p, cond x p]
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        for t in self.scheduler.timesteps:
+        for t in self.progress_bar(self.scheduler.timesteps):
             x = torch.cat([latents, latents]) if cfg else latents
             x = self.scheduler.scale_model_input(x, t)
             timesteps = t.expand(x.shape[0]).to(device)
@@ -110,18 +171,26 @@ class DualAnoDiffPipeline:
             if bg_latents is not None:
                 noise = torch.cat([torch.randn(bg_latents.shape[1:], generator=g)[None] for g in gens])
                 noise = torch.cat([noise, noise]) if cfg else noise
-                noisy_bg = self.scheduler_add_noise(bg_latents, noise.to(device, dtype), timesteps[::2])
-            eps = model(x, timesteps, embeds, noisy_bg)
+                noisy_bg = self._add_training_noise(bg_latents, noise.to(device, dtype), timesteps[::2])
+            eps = predict_noise(self.unet, x, timesteps, embeds, noisy_bg)
             if cfg:
                 eps_uncond, eps_cond = eps.chunk(2)
                 eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
             latents = self.scheduler.step(eps, t, latents).prev_sample
 
         decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        pairs = to_uint8(decoded).reshape(p, 2, *decoded.shape[2:], 3)
-        return DualAnoDiffOutput(images=pairs[:, 0], parts=pairs[:, 1])
+        self.maybe_free_model_hooks()
+        if output_type == "pil":
+            pairs = to_uint8(decoded)
+            out = [PIL.Image.fromarray(a) for a in pairs[0::2]], [PIL.Image.fromarray(a) for a in pairs[1::2]]
+        else:
+            unit = (decoded.float() / 2 + 0.5).clamp(0, 1)
+            if output_type == "np":
+                unit = unit.permute(0, 2, 3, 1).cpu().numpy()
+            out = unit[0::2], unit[1::2]
+        return DualAnoDiffPipelineOutput(*out) if return_dict else out
 
-    def scheduler_add_noise(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _add_training_noise(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Forward-noise ``x`` to ``t`` with the training (DDPM) schedule (the BCM condition)."""
         alphas = self.scheduler.alphas_cumprod.to(x.device)[t.long()].to(x.dtype)
         a = alphas.sqrt().view(-1, 1, 1, 1)

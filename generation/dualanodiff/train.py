@@ -12,6 +12,10 @@ Example (one MVTec AD defect type on Stable Diffusion 1.5, the released code's s
 
 Offline (no weights): ``--pretrained_model_name_or_path offline --normal_data_dir mvtec/bottle/train/good``
 first trains (or reuses from ``--cache_dir``) the small base on the normal images.
+
+The module is named ``train`` like diffusers' ``train_dreambooth_lora.py`` entry points (and so that
+the ``accelerate launch -m`` line above stays short); the training loop itself lives in
+:mod:`anobench.generation.dualanodiff.trainer`.
 """
 
 from __future__ import annotations
@@ -87,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     names = {f.name for f in dataclasses.fields(DualAnoDiffConfig)}
     try:
         config = DualAnoDiffConfig(**{k: v for k, v in vars(args).items() if k in names})
+        from anobench.generation.dualanodiff.components import load_components
         from anobench.generation.dualanodiff.data import estimate_background_colour, load_pair_data
-        from anobench.generation.dualanodiff.models import load_components
-        from anobench.generation.dualanodiff.training import train_dual
+        from anobench.generation.dualanodiff.trainer import train_dual
 
         pairs = _pairs(args)
         normals = sorted(p for p in Path(args.normal_data_dir).iterdir()) if args.normal_data_dir else []
         if config.offline:
-            from anobench.generation.dualanodiff.base_model import offline_base
             from anobench.generation.dualanodiff.generator import default_cache_dir
+            from anobench.generation.dualanodiff.offline_base import offline_base
 
             cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             base = offline_base(config, Path(args.instance_data_dir).parent.parent.name, normals, cache)

@@ -1,11 +1,15 @@
-"""The diffusion components: loaded from a diffusers folder / hub id, or built small from configs.
+"""The frozen base (:class:`Components`): loaded from a diffusers folder / hub id, or built from configs.
+
+The UNet and text encoder come as ``DualBranchUNet2DConditionModel`` and ``LoRACLIPTextModel``
+(:mod:`anobench.generation.dualanodiff.dual_unet`; ordinary models until adapters are installed).
+Also here: the sampling schedulers and the SD 1.5 architecture.
 
 Both base modes end in the same :class:`Components`: in offline mode the small models are built
-here, trained on the category's normal images (:mod:`anobench.generation.dualanodiff.base_model`) and saved as
-an ordinary diffusers folder, which is then loaded exactly like Stable Diffusion.
+here, trained on the category's normal images (:mod:`anobench.generation.dualanodiff.offline_base`)
+and saved as an ordinary diffusers folder, which is then loaded exactly like Stable Diffusion.
 
 Example:
-    >>> from anobench.generation.dualanodiff.models import build_offline_components
+    >>> from anobench.generation.dualanodiff.components import build_offline_components
     >>> parts = build_offline_components(resolution=32, unet_channels=(16, 32), vae_channels=(16, 32),
     ...                                  text_width=16, text_layers=1, seed=0)
     >>> parts.unet.config.cross_attention_dim
@@ -71,9 +75,10 @@ def load_components(name_or_path: str | Path, dtype: torch.dtype = torch.float32
     Raises:
         GenerationInputError: the folder lacks a sub-folder, or the hub id cannot be resolved offline.
     """
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTokenizer
 
+    from anobench.generation.dualanodiff.dual_unet import DualBranchUNet2DConditionModel, LoRACLIPTextModel
     from anobench.generation.errors import GenerationInputError
 
     source = str(name_or_path)
@@ -92,8 +97,8 @@ def load_components(name_or_path: str | Path, dtype: torch.dtype = torch.float32
         with quiet:  # local folders load in moments; keep the bars for hub downloads
             return Components(
                 vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
-                unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
-                text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw),
+                unet=DualBranchUNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
+                text_encoder=LoRACLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw),
                 tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
                 scheduler_config=dict(DDPMScheduler.from_pretrained(source, subfolder="scheduler").config),
             )
@@ -145,13 +150,15 @@ def build_offline_components(
     cross-branch module would otherwise reach only one resolution. The noise schedule is SD 1.5's
     (scaled linear, 0.00085 -> 0.012, 1000 steps).
     """
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextConfig
+
+    from anobench.generation.dualanodiff.dual_unet import DualBranchUNet2DConditionModel, LoRACLIPTextModel
 
     torch.manual_seed(seed)
     groups = min(8, min(vae_channels), min(unet_channels))
     tokenizer = build_tokenizer(list(words))
-    text_encoder = CLIPTextModel(
+    text_encoder = LoRACLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
             hidden_size=text_width,
@@ -177,7 +184,7 @@ def build_offline_components(
     )
     latent = resolution // 2 ** (len(vae_channels) - 1)
     n = len(unet_channels)
-    unet = UNet2DConditionModel(
+    unet = DualBranchUNet2DConditionModel(
         sample_size=latent,
         in_channels=4,
         out_channels=4,

@@ -1,4 +1,8 @@
-"""The dual fine-tune (and the offline base training), driven by ``accelerate``.
+"""The dual fine-tune loop (:func:`train_dual`, driven by ``accelerate``), its loss and checkpoints.
+
+Its ``step_generator`` also seeds the offline base training
+(:mod:`anobench.generation.dualanodiff.offline_base`); the command line is
+:mod:`anobench.generation.dualanodiff.train`.
 
 Every step is a pure function of ``(seed, step)``: the batch order, flips, timesteps and noise come
 from generators seeded with both, so a run resumed from a checkpoint continues exactly where the
@@ -21,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from anobench.generation.dualanodiff.components import Components
 from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 from anobench.generation.dualanodiff.data import PairData
-from anobench.generation.dualanodiff.model import DualAnoDiffModel
-from anobench.generation.dualanodiff.models import Components
+from anobench.generation.dualanodiff.dual_unet import DualAnoDiffModel
 
 WEIGHTS, OPTIMIZER, STATE, CONFIG = (
     "weights.safetensors",

@@ -1,5 +1,8 @@
 """Offline base: small VAE + UNet trained on a category's normal images, cached on disk.
 
+(The base *before* the dual fine-tune; the fine-tune itself is
+:mod:`anobench.generation.dualanodiff.trainer`.)
+
 Stands in for Stable Diffusion where no weights can be had. The VAE learns to reconstruct the
 normal images (L1 + a small KL term), its latent scaling factor is set to 1 / std of the latents
 (SD's 0.18215 comes from the same rule); then the UNet learns eps-prediction on those latents
@@ -28,10 +31,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from anobench.generation.base import config_hash, load_rgb
+from anobench.generation.dualanodiff.components import Components, build_offline_components, load_components
 from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 from anobench.generation.dualanodiff.data import to_tensor
-from anobench.generation.dualanodiff.models import Components, build_offline_components, load_components
-from anobench.generation.dualanodiff.training import step_generator
+from anobench.generation.dualanodiff.trainer import step_generator
 
 BASE_PROMPT = "a vfx"
 PART_PROMPT = "a part"
