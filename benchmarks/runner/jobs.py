@@ -33,14 +33,10 @@ from anobench.benchmarks.pipeline import (
     write_json,
 )
 from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
+from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.downstream.metrics import CLS_ACCURACY
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.base import config_hash
-
-GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS = (
-    "generate", "downstream", "classify", "detector", "genmetrics",
-)  # fmt: skip
-STAGES = (GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS)
 
 
 @dataclass(frozen=True)
