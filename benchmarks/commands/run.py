@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from anobench.benchmarks.config import list_presets, load_config
+from anobench.benchmarks.metrics.catalogue import format_row, headline
 from anobench.benchmarks.pipeline import categories, check_run_inputs, dataset_root
 from anobench.benchmarks.provenance import utc_now
 from anobench.benchmarks.runner.backends import make_backend, run_grid
@@ -62,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
         if job.key.stage == DOWNSTREAM and job.done():
             result = json.loads(job.result_path.read_text())
             rows.append({"category": job.key.category, "generator": job.key.generator, "seed": job.key.seed,
-                         **result["metrics"]})  # fmt: skip
+                         **format_row(result["metrics"])})  # fmt: skip
     if rows:
-        print(format_table(rows, ["category", "generator", "seed", "image_auroc", "pixel_auroc"]))
+        print(format_table(rows, ["category", "generator", "seed", *headline(DOWNSTREAM)]))
     print(
         f"{summary.count('done')} jobs run, {summary.count('skipped')} already done, "
         f"{len(summary.failures)} failed or blocked, in {summary.seconds:.0f} s; "
