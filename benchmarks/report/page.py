@@ -66,7 +66,7 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         lines += [f"## {GROUPS[group]}", ""]
         for entry in metrics:
             shown, _ = metric_table(frame, entry.key)
-            caption = f"{entry.label} (`{entry.key}`) per category"
+            caption = f"{entry.label} ({entry.key}) per category"
             write_table(shown, out / "tables" / f"{group}_{entry.key}", caption)
             figure = category_bars(frame, entry.key, out / "figures" / f"bars_{entry.key}.png")
             lines += [f"### {entry.label} (`{entry.key}`)", "", to_markdown(shown), ""]
