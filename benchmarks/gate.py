@@ -6,10 +6,12 @@ Baseline file (``results/baseline/quick.json``)::
      "tolerances": {"default": 0.05, "pixel_ap": 0.1},
      "metrics": {"downstream/real-fewshot/nut/image_auroc": 0.93, ...}}
 
-A metric fails when it is worse than its baseline by more than its tolerance (higher is better,
-except for ``kid`` and ``fid``); a baseline metric missing from the run fails too. Descriptive mask
-statistics (``mask_area`` ...) have no better direction and are not gated. Besides every cell, the
-gate compares each generator's mean over categories (category ``Average``, the tables' last row).
+A metric fails when it is worse than its baseline by more than its tolerance, "worse" in the
+direction the metric catalogue (:mod:`anobench.benchmarks.metrics.catalogue`) gives it (higher is
+better except for ``kid`` and ``fid``); a baseline metric missing from the run fails too. Descriptive
+statistics (``mask_area`` ...) have no better direction and are never gated; a metric the
+catalogue does not know is a user error. Besides every cell, the gate compares each generator's
+mean over categories (category ``Average``, the tables' last row).
 
 Calibrated tolerances. Small CPU trainings are chaotic: the same code and seed give different
 numbers on another CPU (other SIMD kernels) or with another torch thread count, because float
@@ -34,12 +36,10 @@ from pathlib import Path
 
 from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.io import write_json
+from anobench.benchmarks.metrics.catalogue import metric
 from anobench.benchmarks.provenance import git_sha, utc_now
 from anobench.benchmarks.report.collect import collect_results
-from anobench.generation.quality import MASK_METRICS
 
-LOWER_IS_BETTER = {"kid", "fid"}
-NOT_GATED = set(MASK_METRICS)
 DEFAULT_TOLERANCES = {"default": 0.05}
 #: Tolerance = max(floor, NOISE_FACTOR x calibrated noise) unless --noise-factor says otherwise.
 NOISE_FACTOR = 3.0
@@ -65,13 +65,10 @@ class GateRow:
 
     @property
     def passed(self) -> bool:
-        """Within tolerance (in the metric's good direction)."""
+        """Within tolerance (in the metric's better direction)."""
         if self.value is None:
             return False
-        worse_by = self.baseline - self.value
-        if self.key.rsplit("/", 1)[-1] in LOWER_IS_BETTER:
-            worse_by = -worse_by
-        return worse_by <= self.tolerance + 1e-12
+        return metric(self.key).worse_by(self.baseline, self.value) <= self.tolerance + 1e-12
 
 
 def run_metrics(run_dir: str | Path) -> dict[str, float]:
@@ -84,9 +81,9 @@ def run_metrics(run_dir: str | Path) -> dict[str, float]:
     means = frame.groupby(["stage", "generator", "category", "metric"])["value"].mean()
     out = {"/".join(map(str, k)): float(v) for k, v in means.items()}
     per_generator = means.groupby(level=["stage", "generator", "metric"])
-    for (stage, generator, metric), values in per_generator:
+    for (stage, generator, name), values in per_generator:
         if len(values) > 1:
-            out[f"{stage}/{generator}/{AVERAGE}/{metric}"] = float(values.mean())
+            out[f"{stage}/{generator}/{AVERAGE}/{name}"] = float(values.mean())
     return out
 
 
@@ -116,7 +113,7 @@ def calibrate(runs: Sequence[Values]) -> tuple[Values, Values, Values]:
     values: dict[str, list[float]] = defaultdict(list)
     for run in runs:
         for key, value in run.items():
-            if key.rsplit("/", 1)[-1] not in NOT_GATED and value == value:  # NaN: nothing to compare
+            if metric(key).gated and value == value:  # NaN: nothing to compare
                 values[key].append(value)
     means = {k: sum(v) / len(v) for k, v in values.items()}
     stds = {
@@ -148,14 +145,15 @@ def load_baseline(path: str | Path) -> dict:
 
 
 def compare(run_dir: str | Path, baseline_path: str | Path) -> list[GateRow]:
-    """One row per baseline metric."""
+    """One row per gated baseline metric (descriptive ones in a baseline are left out)."""
     baseline = load_baseline(baseline_path)
     tolerances = {**DEFAULT_TOLERANCES, **baseline.get("tolerances", {})}
     values = run_metrics(run_dir)
-    rows = []
-    for key, reference in sorted(baseline["metrics"].items()):
-        rows.append(GateRow(key, float(reference), values.get(key), tolerance_for(tolerances, key)))
-    return rows
+    return [
+        GateRow(key, float(reference), values.get(key), tolerance_for(tolerances, key))
+        for key, reference in sorted(baseline["metrics"].items())
+        if metric(key).gated
+    ]
 
 
 def write_baseline(

@@ -35,6 +35,15 @@ MASK_AREA, MASK_COMPONENTS, MASK_EMPTY, MASK_ON_OBJECT = (
     "mask_area", "mask_components", "mask_empty", "mask_on_object",
 )  # fmt: skip
 MASK_METRICS = (MASK_AREA, MASK_COMPONENTS, MASK_EMPTY, MASK_ON_OBJECT)
+# Per-(category, defect) statistics: the keys of a :func:`defect_quality` row besides its labels.
+DEFECT_N, AREA_MEAN, AREA_MEDIAN, AREA_P5, AREA_P95 = "n", "area_mean", "area_median", "area_p5", "area_p95"
+COMPONENTS_MEAN, COMPONENTS, EMPTY_FRACTION, INSIDE_OBJECT = (
+    "components_mean", "components", "empty_fraction", "inside_object",
+)  # fmt: skip
+DEFECT_STATISTICS = (
+    DEFECT_N, AREA_MEAN, AREA_MEDIAN, AREA_P5, AREA_P95,
+    COMPONENTS_MEAN, COMPONENTS, EMPTY_FRACTION, INSIDE_OBJECT,
+)  # fmt: skip
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
@@ -67,15 +76,15 @@ def defect_quality(
     return {
         "category": first.category,
         "defect": first.defect,
-        "n": len(entries),
-        "area_mean": float(area.mean()),
-        "area_median": float(np.median(area)),
-        "area_p5": float(np.percentile(area, 5)),
-        "area_p95": float(np.percentile(area, 95)),
-        "components_mean": float(counts.mean()),
-        "components": {b: int(c) for b, c in zip(COMPONENT_BINS, hist, strict=True)},
-        "empty_fraction": float((area == 0).mean()),
-        "inside_object": float(np.mean(inside)) if inside else None,
+        DEFECT_N: len(entries),
+        AREA_MEAN: float(area.mean()),
+        AREA_MEDIAN: float(np.median(area)),
+        AREA_P5: float(np.percentile(area, 5)),
+        AREA_P95: float(np.percentile(area, 95)),
+        COMPONENTS_MEAN: float(counts.mean()),
+        COMPONENTS: {b: int(c) for b, c in zip(COMPONENT_BINS, hist, strict=True)},
+        EMPTY_FRACTION: float((area == 0).mean()),
+        INSIDE_OBJECT: float(np.mean(inside)) if inside else None,
     }
 
 
@@ -104,11 +113,11 @@ def mask_summary(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
         {'mask_area': 0.2, 'mask_components': 1.5, 'mask_empty': 0.25}
     """
     summary = {
-        MASK_AREA: float(np.mean([r["area_mean"] for r in rows])),
-        MASK_COMPONENTS: float(np.mean([r["components_mean"] for r in rows])),
-        MASK_EMPTY: float(np.mean([r["empty_fraction"] for r in rows])),
+        MASK_AREA: float(np.mean([r[AREA_MEAN] for r in rows])),
+        MASK_COMPONENTS: float(np.mean([r[COMPONENTS_MEAN] for r in rows])),
+        MASK_EMPTY: float(np.mean([r[EMPTY_FRACTION] for r in rows])),
     }
-    inside = [r["inside_object"] for r in rows if r["inside_object"] is not None]
+    inside = [r[INSIDE_OBJECT] for r in rows if r[INSIDE_OBJECT] is not None]
     if inside:
         summary[MASK_ON_OBJECT] = float(np.mean(inside))
     return summary

@@ -31,3 +31,15 @@ def nut_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from anobench.benchmarks.data.synth import build_synthetic_dataset
 
     return build_synthetic_dataset(tmp_path_factory.mktemp("nut"), seed=0, categories=["nut"])
+
+
+@pytest.fixture(scope="session")
+def random_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised Inception state dict in torch-fidelity's format."""
+    import torch
+
+    from anobench.benchmarks.metrics.weights import random_inception_state_dict
+
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(random_inception_state_dict(seed=0), path)
+    return path

@@ -6,6 +6,8 @@ from PIL import Image
 
 from anobench.benchmarks.cli import main
 from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.metrics.catalogue import metric, written_by
+from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.downstream import metrics as M
 from anobench.downstream.scoring import read_map
 
@@ -55,6 +57,10 @@ def test_score_command_split_and_table(nut_root, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "pixel_aupro" in out and "scratch" in out and "(strict)" in out and "pixel F1: grid-0.05" in out
+    # one row per metric, labelled and ordered as the metric catalogue says
+    rows = out.split("\n\n")[0].splitlines()[2:]
+    assert [row.split()[-2] for row in rows] == [m.key for m in written_by(DOWNSTREAM)]
+    assert rows[0].startswith(f"{metric(M.IMAGE_AUROC).label}  ")
 
 
 def test_score_command_errors_are_one_line_each(nut_root, tmp_path, capsys):

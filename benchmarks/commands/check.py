@@ -8,6 +8,7 @@ from pathlib import Path
 
 from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.gate import NOISE_FACTOR, GateRow, compare, write_baseline
+from anobench.benchmarks.metrics.catalogue import metric
 from anobench.benchmarks.tables import format_table
 
 
@@ -62,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
     rows = compare(args.run_dir[0], args.baseline)
     failed = [r for r in rows if not r.passed]
     if args.json:
-        print(json.dumps([{**r.__dict__, "passed": r.passed} for r in rows], indent=2))
+        payload = [{**r.__dict__, "better": metric(r.key).direction, "passed": r.passed} for r in rows]
+        print(json.dumps(payload, indent=2))
     else:
         table = [
-            {"metric": r.key, "baseline": r.baseline, "run": r.value, "delta": r.delta,
-             "tolerance": r.tolerance, "status": _status(r)}
+            {"metric": r.key, "better": metric(r.key).direction, "baseline": r.baseline, "run": r.value,
+             "delta": r.delta, "tolerance": r.tolerance, "status": _status(r)}
             for r in rows
         ]  # fmt: skip
         print(format_table(table))

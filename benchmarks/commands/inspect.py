@@ -8,12 +8,14 @@ from pathlib import Path
 
 from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.categories import object_foregrounds
+from anobench.benchmarks.metrics.catalogue import MASKS, PER_DEFECT, format_row, written_by
+from anobench.benchmarks.runner.stage_names import GENMETRICS
 from anobench.benchmarks.tables import format_table
 from anobench.generation.format import read_generated_set
 from anobench.generation.quality import COMPONENT_BINS, mask_quality, quality_figure
 
-COLUMNS = ["category", "defect", "n", "area_mean", "area_median", "area_p5", "area_p95", "components_mean",
-           "components", "empty_fraction", "inside_object"]  # fmt: skip
+# The per-defect mask statistics, as the genmetrics jobs write them, in catalogue order.
+COLUMNS = ["category", "defect", *(m.key for m in written_by(GENMETRICS, PER_DEFECT) if m.group == MASKS)]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,10 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"root": str(args.root), "figure": str(figure), "defects": rows}, indent=2))
         return 0
-    table = [{**r, "components": "/".join(str(r["components"][b]) for b in COMPONENT_BINS)} for r in rows]  # type: ignore[index]
-    print(format_table(table, COLUMNS))
-    print(
-        f"components: masks with {'/'.join(COMPONENT_BINS)} connected components; areas are image fractions"
-    )
+    print(format_table([format_row(r) for r in rows], COLUMNS))
+    print(f"components: masks with {'/'.join(COMPONENT_BINS)} connected components; areas in % of the image")
     print(f"figure: {figure}")
     return 0

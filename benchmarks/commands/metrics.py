@@ -12,9 +12,11 @@ from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
 from anobench.benchmarks.io import write_json
 from anobench.benchmarks.metrics.api import KID_REFERENCES, compute_generation_metrics, parse_metrics
+from anobench.benchmarks.metrics.catalogue import format_row
 from anobench.benchmarks.metrics.defaults import (
     DEFAULTS,
     IC_LPIPS_VARIANTS,
+    KEY_N_GENERATED,
     KEY_OVERALL,
     KEY_PER_CATEGORY,
     KEY_PER_TYPE,
@@ -95,7 +97,12 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per defect type, then per category, then overall."""
     names = [m for m in result[KEY_SETTINGS]["metrics"] if m not in result[KEY_UNAVAILABLE]]
     rows = [
-        {"category": cat, "defect": defect, "n": row["n_generated"], **{m: row.get(m) for m in names}}
+        {
+            "category": cat,
+            "defect": defect,
+            KEY_N_GENERATED: row[KEY_N_GENERATED],
+            **{m: row.get(m) for m in names},
+        }
         for cat, types in result[KEY_PER_TYPE].items()
         for defect, row in types.items()
     ]
@@ -129,7 +136,8 @@ def metrics(args: argparse.Namespace) -> int:
         print(json.dumps(safe, indent=2))
         return 0
     names = [m for m in result[KEY_SETTINGS]["metrics"] if m not in result[KEY_UNAVAILABLE]]
-    print(format_table(summary_rows(result), ["category", "defect", "n", *names], digits=4))
+    table = [format_row(row) for row in summary_rows(result)]
+    print(format_table(table, ["category", "defect", KEY_N_GENERATED, *names]))
     print(f"IC-LPIPS variant: {result[KEY_SETTINGS]['ic_lpips_variant']['name']}, seed {args.seed}")
     for info in result[KEY_WEIGHTS].values():
         print(

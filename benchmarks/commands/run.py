@@ -9,6 +9,7 @@ from pathlib import Path
 from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.config import list_presets, load_config
 from anobench.benchmarks.data.datasets import detect_format
+from anobench.benchmarks.metrics.catalogue import format_row, headline
 from anobench.benchmarks.provenance import utc_now
 from anobench.benchmarks.runner.backends import make_backend, run_grid
 from anobench.benchmarks.runner.grid import (
@@ -18,7 +19,7 @@ from anobench.benchmarks.runner.grid import (
     grid_categories,
     grid_generators,
 )
-from anobench.benchmarks.runner.stages import DOWNSTREAM
+from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
 
 
@@ -76,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
         if job.key.stage == DOWNSTREAM and job.done():
             result = json.loads(job.result_path.read_text())
             rows.append({"category": job.key.category, "generator": job.key.generator, "seed": job.key.seed,
-                         **result["metrics"]})  # fmt: skip
+                         **format_row(result["metrics"])})  # fmt: skip
     if rows:
-        print(format_table(rows, ["category", "generator", "seed", "image_auroc", "pixel_auroc"]))
+        print(format_table(rows, ["category", "generator", "seed", *headline(DOWNSTREAM)]))
     print(
         f"{summary.count('done')} jobs run, {summary.count('skipped')} already done, "
         f"{len(summary.failures)} failed or blocked, in {summary.seconds:.0f} s; "

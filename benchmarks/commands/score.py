@@ -10,8 +10,9 @@ from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.datasets import read_category
 from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.metrics.catalogue import METRICS, format_row, ordered
 from anobench.benchmarks.tables import format_table
-from anobench.downstream.metrics import F1_MODES, SEGMENTATION_KEYS
+from anobench.downstream.metrics import F1_MODES
 from anobench.downstream.scoring import find_map_root, score_map_folder
 
 
@@ -78,10 +79,16 @@ def score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(format_table([{"metric": k, "value": result["metrics"][k]} for k in SEGMENTATION_KEYS]))
+    metrics = result["metrics"]
+    rows = [
+        {"metric": METRICS[k].label, "key": k, "value": METRICS[k].format(metrics[k])}
+        for k in ordered(metrics)
+    ]
+    print(format_table(rows))
     print()
-    per_defect = [{"defect": d, **m} for d, m in result["per_defect"].items()]
-    print(format_table(per_defect))
+    per_defect = [{"defect": d, **format_row(m)} for d, m in result["per_defect"].items()]
+    columns = ordered(key for m in result["per_defect"].values() for key in m)
+    print(format_table(per_defect, ["defect", *columns]))
     print(
         f"\n{args.category} ({result['split']}): {result['n_images']} images, "
         f"{result['n_anomalous']} anomalous, "

@@ -32,9 +32,12 @@ from anobench.benchmarks.metrics.defaults import (
     IC_LPIPS_VARIANTS,
     KEY_FID,
     KEY_IC_LPIPS,
+    KEY_IC_LPIPS_CLUSTER_SCORES,
+    KEY_IC_LPIPS_CLUSTER_SIZES,
     KEY_IS,
     KEY_KID,
     KEY_N_GENERATED,
+    KEY_N_REAL_REFERENCE,
     KEY_OVERALL,
     KEY_PER_CATEGORY,
     KEY_PER_TYPE,
@@ -194,15 +197,15 @@ def compute_generation_metrics(
             )
             row.update(inception_metrics(images[0].parent, inception_path, names, real, resize=is_resize))
             if KEY_KID in names or KEY_FID in names:
-                row["n_real_reference"] = len(real)
+                row[KEY_N_REAL_REFERENCE] = len(real)
         if distance is not None:
             centres = [p for p, _ in split.fewshot_samples()[defect]]
             result = ic_lpips_type(
                 images, centres, distance, recipe.max_per_cluster, type_rng(seed, cat, defect)
             )
             row[KEY_IC_LPIPS] = result["score"]
-            row["ic_lpips_cluster_scores"] = result["cluster_scores"]
-            row["ic_lpips_cluster_sizes"] = result["cluster_sizes"]
+            row[KEY_IC_LPIPS_CLUSTER_SCORES] = result["cluster_scores"]
+            row[KEY_IC_LPIPS_CLUSTER_SIZES] = result["cluster_sizes"]
         per_type.setdefault(cat, {})[defect] = row
 
     computed = [m for m in names if m not in unavailable]

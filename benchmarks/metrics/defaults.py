@@ -25,9 +25,13 @@ KEY_OVERALL = "overall"  # {metric: value}
 KEY_SETTINGS = "settings"
 KEY_WEIGHTS = "weights"  # {weights name: {"path", "sha256", ...}}
 KEY_UNAVAILABLE = "unavailable"  # {metric: reason}
+# Per-type extras next to the metric values (``per_type`` rows, the genmetrics ``per_defect`` blocks).
 KEY_N_GENERATED = "n_generated"
+KEY_N_REAL_REFERENCE = "n_real_reference"  # real anomalies KID/FID compared with
 KEY_IS_STD = "is_std"
 KEY_KID_STD = "kid_std"
+KEY_IC_LPIPS_CLUSTER_SCORES = "ic_lpips_cluster_scores"
+KEY_IC_LPIPS_CLUSTER_SIZES = "ic_lpips_cluster_sizes"
 
 DEFAULTS: dict[str, object] = {
     "metrics": DEFAULT_METRICS,

@@ -12,10 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from anobench.benchmarks.metrics.catalogue import metric  # noqa: E402
+from anobench.benchmarks.runner.stage_names import DOWNSTREAM  # noqa: E402
 
-def category_bars(frame: pd.DataFrame, metric: str, out: Path) -> Path | None:
+
+def category_bars(frame: pd.DataFrame, key: str, out: Path) -> Path | None:
     """Grouped bars: one group per category, one bar per generator, error bars = std over seeds."""
-    data = frame[frame["metric"] == metric]
+    data = frame[frame["metric"] == key]
     if data.empty:
         return None
     stats = data.groupby(["category", "generator"], sort=True)["value"].agg(["mean", "std"]).fillna(0.0)
@@ -31,8 +34,9 @@ def category_bars(frame: pd.DataFrame, metric: str, out: Path) -> Path | None:
             x + (i - (len(generators) - 1) / 2) * width, means, width, yerr=stds, label=generator, capsize=2
         )
     ax.set_xticks(x, categories)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per category (mean ± std over seeds)")
+    label = metric(key).label
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} per category (mean ± std over seeds)")
     if data["value"].between(0.0, 1.0).all():
         ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncol=min(4, len(generators)), loc="lower right")
@@ -58,7 +62,7 @@ def curve_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-    downstream = frame[frame["stage"] == "downstream"]
+    downstream = frame[frame["stage"] == DOWNSTREAM]
     paths = []
     for category, rows in downstream.groupby("category", sort=True):
         curves = {}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anobench.benchmarks.metrics.catalogue import GROUPS, Metric, grouped
 from anobench.benchmarks.report.collect import collect_results
 from anobench.benchmarks.report.figures import category_bars, curve_figures
 from anobench.benchmarks.report.tables import (
     BEST_ON_TEST_MARK,
-    METRIC_GROUPS,
     metric_table,
     paper_table,
     summary_table,
@@ -33,6 +33,15 @@ def sample_grids(run_dir: Path, out_dir: Path, per_defect: int = 2) -> list[tupl
     return grids
 
 
+def glossary(metrics: list[Metric]) -> list[str]:
+    """Markdown lines of a table describing ``metrics`` as the catalogue does."""
+    lines = ["## Metrics", "", "| key | name | better | gated | note |", "|---|---|---|---|---|"]
+    for entry in metrics:
+        gated = "yes" if entry.gated else "no (descriptive)"
+        lines.append(f"| `{entry.key}` | {entry.label} | {entry.direction} | {gated} | {entry.note} |")
+    return [*lines, ""]
+
+
 def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write ``<out>/report.md`` plus ``tables/`` (md, csv, tex) and ``figures/``; return the page path."""
     run_dir = Path(run_dir)
@@ -52,18 +61,17 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         "",
     ]
     write_table(summary_table(frame), out / "tables" / "summary", "Summary over categories")
-    for group, metrics in METRIC_GROUPS.items():
-        present = [m for m in metrics if m in set(frame["metric"])]
-        if not present:
-            continue
-        lines += [f"## {group.capitalize()}", ""]
-        for metric in present:
-            shown, _ = metric_table(frame, metric)
-            write_table(shown, out / "tables" / f"{group}_{metric}", f"{metric} per category")
-            figure = category_bars(frame, metric, out / "figures" / f"bars_{metric}.png")
-            lines += [f"### {metric}", "", to_markdown(shown), ""]
+    groups = grouped(frame["metric"])
+    for group, metrics in groups.items():
+        lines += [f"## {GROUPS[group]}", ""]
+        for entry in metrics:
+            shown, _ = metric_table(frame, entry.key)
+            caption = f"{entry.label} ({entry.key}) per category"
+            write_table(shown, out / "tables" / f"{group}_{entry.key}", caption)
+            figure = category_bars(frame, entry.key, out / "figures" / f"bars_{entry.key}.png")
+            lines += [f"### {entry.label} (`{entry.key}`)", "", to_markdown(shown), ""]
             if figure:
-                lines += [f"![{metric} per category]({figure.relative_to(out).as_posix()})", ""]
+                lines += [f"![{entry.label} per category]({figure.relative_to(out).as_posix()})", ""]
     curves = curve_figures(frame, out / "figures")
     if curves:
         lines += ["## ROC and PR curves (image level and pixel level; AUC in the legend)", ""]
@@ -85,6 +93,7 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         to_markdown(paper),
         "",
     ]
+    lines += glossary([entry for metrics in groups.values() for entry in metrics])
     page = out / "report.md"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines))

@@ -5,6 +5,9 @@
 * a summary: rows are generators, columns the metrics averaged over categories;
 * the published numbers from ``paper_reported.csv`` (shipped with the package), side by side, labelled.
 
+Metrics are ordered, grouped and formatted as the metric catalogue
+(:mod:`anobench.benchmarks.metrics.catalogue`) says; metrics it does not know are left out.
+
 Results selected with ``best-on-test`` carry a dagger (``†``) in every table.
 """
 
@@ -15,14 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anobench.generation.quality import MASK_METRICS
+from anobench.benchmarks.metrics.catalogue import Metric, metric, ordered
 
-METRIC_GROUPS: dict[str, list[str]] = {
-    "generation": ["is", "ic_lpips", "kid", "fid", *MASK_METRICS],
-    "detection": ["image_auroc", "image_ap", "image_f1max"],
-    "localization": ["pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"],
-    "classification": ["cls_accuracy"],
-}
 BEST_ON_TEST_MARK = "†"
 AVERAGE = "Average"
 PAPER_CSV = Path(__file__).with_name("paper_reported.csv")
@@ -47,13 +44,15 @@ def _mean_std(values: pd.Series) -> tuple[float, float, int]:
     return float(np.mean(arr)), std, len(arr)
 
 
-def _format(mean: float, std: float, n: int, digits: int = 3) -> str:
-    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+def _format(entry: Metric, mean: float, std: float, n: int) -> str:
+    """``mean`` (``mean ± std`` over several seeds) in the metric's display format."""
+    return entry.format(mean) if n < 2 else f"{entry.format(mean)} ± {entry.format(std)}"
 
 
-def metric_table(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display table of "mean ± std" strings, numeric table of means) for one metric."""
-    data = _label_generators(frame[frame["metric"] == metric])
+def metric_table(frame: pd.DataFrame, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display table of "mean ± std" strings, numeric table of means) for one catalogued metric."""
+    entry = metric(key)
+    data = _label_generators(frame[frame["metric"] == key])
     if data.empty:
         return pd.DataFrame(), pd.DataFrame()
     generators = list(dict.fromkeys(data["generator"]))
@@ -63,21 +62,21 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.Dat
     for generator, rows in data.groupby("generator", sort=False):
         for category, cell in rows.groupby("category"):
             m, s, n = _mean_std(cell["value"])
-            shown.loc[category, generator], means.loc[category, generator] = _format(m, s, n), m
+            shown.loc[category, generator], means.loc[category, generator] = _format(entry, m, s, n), m
         per_seed = rows.groupby("seed")["value"].mean()  # average over categories within each seed
         m, s, n = _mean_std(per_seed)
-        shown.loc[AVERAGE, generator], means.loc[AVERAGE, generator] = _format(m, s, n), m
+        shown.loc[AVERAGE, generator], means.loc[AVERAGE, generator] = _format(entry, m, s, n), m
     return shown.fillna("-"), means
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Generators x metrics, each averaged over categories (mean ± std over seeds)."""
+    """Generators x metrics (catalogue order), each averaged over categories (mean ± std over seeds)."""
     data = _label_generators(frame)
-    metrics = [m for group in METRIC_GROUPS.values() for m in group if m in set(data["metric"])]
+    metrics = ordered(data["metric"])
     out = pd.DataFrame(index=list(dict.fromkeys(data["generator"])), columns=metrics, dtype=object)
-    for (generator, metric), rows in data[data["metric"].isin(metrics)].groupby(["generator", "metric"]):
+    for (generator, key), rows in data[data["metric"].isin(metrics)].groupby(["generator", "metric"]):
         m, s, n = _mean_std(rows.groupby("seed")["value"].mean())
-        out.loc[generator, metric] = _format(m, s, n)
+        out.loc[generator, key] = _format(metric(key), m, s, n)
     return out.fillna("-")
 
 
@@ -87,8 +86,7 @@ def paper_table(path: str | Path = PAPER_CSV) -> pd.DataFrame:
     averages = paper[paper["category"] == "mean"]
     table = averages.pivot_table(index=["method", "dataset", "reported_by"], columns="metric", values="value",
                                  aggfunc="first")  # fmt: skip
-    order = [m for group in METRIC_GROUPS.values() for m in group if m in table.columns]
-    return table[order].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
+    return table[ordered(table.columns)].apply(lambda column: column.map(metric(column.name).format))
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -28,7 +28,7 @@ from anobench.benchmarks.runner.jobs import (
     generation_hash,
     genmetrics_hash,
 )
-from anobench.benchmarks.runner.stages import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.generation.registry import create_generator, list_generators
 
 

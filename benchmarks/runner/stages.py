@@ -19,6 +19,7 @@ from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.categories import is_object, object_foregrounds
 from anobench.benchmarks.data.datasets import read_category
 from anobench.benchmarks.data.splits import SplitManifest, make_split
+from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.downstream.classifier import run_classification
 from anobench.downstream.evaluation import HeldOutSplit
 from anobench.downstream.metrics import CLS_ACCURACY
@@ -31,10 +32,6 @@ from anobench.generation.registry import create_generator
 
 if TYPE_CHECKING:
     from anobench.benchmarks.runner.jobs import Job
-
-GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS = (
-    "generate", "downstream", "classify", "detector", "genmetrics",
-)  # fmt: skip
 
 
 def generated_dir(run_dir: Path, generator: str, seed: int, gen_hash: str) -> Path:

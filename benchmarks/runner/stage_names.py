@@ -1,0 +1,11 @@
+"""The names of the runner's stages (``JobKey.stage``, the ``raw/<stage>/`` folders), importable cheaply.
+
+``generate`` writes the generated set; ``downstream`` (segmenter), ``classify`` (defect-type
+classifier), ``detector`` (unsupervised rows) and ``genmetrics`` (generation quality) write metrics,
+catalogued in :mod:`anobench.benchmarks.metrics.catalogue`.
+"""
+
+GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS = (
+    "generate", "downstream", "classify", "detector", "genmetrics",
+)  # fmt: skip
+STAGES = (GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS)
