@@ -8,4 +8,3 @@ catalogued in :mod:`anobench.benchmarks.metrics.catalogue`.
 GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS = (
     "generate", "downstream", "classify", "detector", "genmetrics",
 )  # fmt: skip
-STAGES = (GENERATE, DOWNSTREAM, CLASSIFY, DETECTOR, GENMETRICS)
