@@ -15,6 +15,7 @@ from anobench.benchmarks.runner.grid import (
     expand_grid,
     grid_categories,
     grid_generators,
+    record_grid,
 )
 from anobench.benchmarks.runner.stages import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
@@ -52,13 +53,15 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.out or Path(config.output_dir) / config.name
     root = dataset_root(config)
     names = grid_categories(config, root)
-    check_run_inputs(config, root, names, grid_generators(config))
-    jobs = expand_grid(config, root, run_dir, names)
+    fingerprints = check_run_inputs(config, root, names, grid_generators(config))
+    jobs = expand_grid(config, root, run_dir, names, fingerprints)
+    record = record_grid(run_dir, config.name, jobs)
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )
     print(
-        f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} -> {run_dir} ({backend.name} backend)"
+        f"{utc_now()} run {config.name!r} (run config {record['run_config']}): {len(jobs)} jobs on {root} "
+        f"-> {run_dir} ({backend.name} backend)"
     )
     summary = run_grid(jobs, backend, progress=not args.no_progress)
 

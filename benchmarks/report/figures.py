@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from anobench.benchmarks.io import safe_name  # noqa: E402
+
 
 def category_bars(frame: pd.DataFrame, metric: str, out: Path) -> Path | None:
     """Grouped bars: one group per category, one bar per generator, error bars = std over seeds."""
@@ -92,7 +94,7 @@ def curve_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         seeds = sorted({seed for seed, _ in curves.values()})
         fig.suptitle(f"{category}: the segmenter trained on each generator's pairs (seed {seeds})")
         fig.tight_layout()
-        path = out_dir / f"curves_{category}.png"
+        path = out_dir / f"curves_{safe_name(category)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         plt.close(fig)
