@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from anobench.benchmarks.data.mvtec import check_dataset, list_categories, read_category, summary_rows
-from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split
+from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split, manifest_name
 from anobench.benchmarks.data.synth import build_synthetic_dataset, category_names
 from anobench.benchmarks.tables import format_table
 
@@ -60,7 +60,7 @@ def split(args: argparse.Namespace) -> int:
     rows = []
     for name in args.categories or list_categories(args.root):
         manifest = make_split(read_category(args.root, name), args.preset)
-        path = manifest.write(args.out / f"{name}.{args.preset}.json")
+        path = manifest.write(args.out / manifest_name(name, args.preset))
         for defect, d in manifest.defects.items():
             rows.append({"category": name, "defect": defect, "total": d.n_total, "fewshot": len(d.fewshot),
                          "test": len(d.test), "overlap": len(d.overlap), "manifest": str(path)})  # fmt: skip

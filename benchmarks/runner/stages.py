@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.categories import is_object, object_foregrounds
 from anobench.benchmarks.data.mvtec import read_category
-from anobench.benchmarks.data.splits import SplitManifest, make_split
-from anobench.benchmarks.io import safe_name
+from anobench.benchmarks.data.splits import SplitManifest, make_split, manifest_name
 from anobench.downstream.classifier import run_classification
 from anobench.downstream.evaluation import HeldOutSplit
 from anobench.downstream.metrics import CLS_ACCURACY
@@ -51,7 +50,7 @@ def split_path(run_dir: Path, category: str, preset: str) -> Path:
 
     The category part is :func:`~anobench.benchmarks.io.safe_name` (``pcb 1`` and ``pcb-1`` differ).
     """
-    return run_dir / "splits" / f"{safe_name(category)}.{preset}.json"
+    return run_dir / "splits" / manifest_name(category, preset)
 
 
 def split_stage(root: Path, category: str, preset: str, run_dir: Path) -> SplitManifest:
