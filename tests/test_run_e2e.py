@@ -167,6 +167,12 @@ def test_report_and_check_use_only_the_last_run_configuration(tmp_path, nut_root
     table = (run_dir / "report" / "tables" / "detection_image_auroc.csv").read_text()
     assert "crop-paste" not in table
     assert run_metrics(run_dir)["downstream/real-fewshot/nut/image_auroc"] == expected["image_auroc"]
+    baseline = tmp_path / "baseline.json"
+    assert main(["check", str(run_dir), "--write-baseline", str(baseline)]) == 0
+    assert not [k for k in json.loads(baseline.read_text())["metrics"] if "crop-paste" in k]
+    assert main(["check", str(run_dir), "--baseline", str(baseline)]) == 0
+    out = capsys.readouterr().out
+    assert "check: run config" in out and "3 older results ignored" in out
 
     # the first configuration stays reachable by its hash (a prefix is enough); unknown ones are errors
     older = run_metrics(run_dir, first[:6])
