@@ -71,13 +71,14 @@ class GateRow:
         return metric(self.key).worse_by(self.baseline, self.value) <= self.tolerance + 1e-12
 
 
-def run_metrics(run_dir: str | Path) -> dict[str, float]:
+def run_metrics(run_dir: str | Path, run_config: str | None = None) -> dict[str, float]:
     """``stage/generator/category/metric`` -> mean over seeds, plus ``stage/generator/Average/metric``.
 
-    The ``Average`` entries (mean over categories of the per-category means) exist where a
-    generator has results in more than one category.
+    The results are those of one run configuration (the last run by default, see
+    :func:`~anobench.benchmarks.report.collect.select_run`). The ``Average`` entries (mean over
+    categories of the per-category means) exist where a generator has results in more than one category.
     """
-    frame = collect_results(run_dir)
+    frame = collect_results(run_dir, run_config)
     means = frame.groupby(["stage", "generator", "category", "metric"])["value"].mean()
     out = {"/".join(map(str, k)): float(v) for k, v in means.items()}
     per_generator = means.groupby(level=["stage", "generator", "metric"])
@@ -144,11 +145,14 @@ def load_baseline(path: str | Path) -> dict:
     return payload
 
 
-def compare(run_dir: str | Path, baseline_path: str | Path) -> list[GateRow]:
-    """One row per gated baseline metric (descriptive ones in a baseline are left out)."""
+def compare(run_dir: str | Path, baseline_path: str | Path, run_config: str | None = None) -> list[GateRow]:
+    """One row per gated baseline metric (descriptive ones in a baseline are left out).
+
+    ``run_config``: as in :func:`run_metrics`.
+    """
     baseline = load_baseline(baseline_path)
     tolerances = {**DEFAULT_TOLERANCES, **baseline.get("tolerances", {})}
-    values = run_metrics(run_dir)
+    values = run_metrics(run_dir, run_config)
     return [
         GateRow(key, float(reference), values.get(key), tolerance_for(tolerances, key))
         for key, reference in sorted(baseline["metrics"].items())

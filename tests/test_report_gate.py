@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from anobench.benchmarks.cli import main
-from anobench.benchmarks.report.collect import collect_results
+from anobench.benchmarks.report.collect import collect_results, select_run
 from anobench.benchmarks.report.page import render_report
 from anobench.benchmarks.report.tables import metric_table, summary_table
 
@@ -72,6 +72,7 @@ def test_newest_result_wins_for_a_repeated_key(run_dir):
         & (frame.metric == "image_auroc")
     ]
     assert rows["value"].tolist() == [0.1]
+    assert select_run(run_dir).describe() == "no run record (runs.jsonl): the newest of 7 results per cell"
 
 
 def test_report_writes_tables_figures_and_page(run_dir, capsys):

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,10 +12,13 @@ import pytest
 
 from anobench.benchmarks.cli import main
 from anobench.benchmarks.config import load_config
+from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
 from anobench.benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
-from anobench.benchmarks.runner.grid import expand_grid
-from anobench.benchmarks.runner.jobs import generation_hash
+from anobench.benchmarks.runner.grid import expand_grid, split_fingerprint
+from anobench.benchmarks.runner.jobs import JobKey, generation_hash
 from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.stages import split_path
 from anobench.generation.base import Generator
 from anobench.generation.registry import _REGISTRY, get_generator, register_generator
 
@@ -26,6 +30,10 @@ TINY = [
     "data.categories=null",
     "runner.backend=serial",
 ]  # fmt: skip
+
+
+#: Data fingerprints of categories that exist only as names (grid-shape tests read no files).
+FAKE_DATA = {"nut": "nut-files", "brick": "brick-files"}
 
 
 def _tiny(*extra: str):
@@ -40,7 +48,7 @@ def test_grid_expands_every_cell_with_dependencies(tmp_path):
     config = _tiny(
         "seeds=[0,1]", "generation.reference=[real-fewshot]", "generation.generators=[real-fewshot]"
     )
-    jobs = expand_grid(config, tmp_path, tmp_path / "run", ["nut", "brick"])
+    jobs = expand_grid(config, tmp_path, tmp_path / "run", ["nut", "brick"], FAKE_DATA)
     assert len(jobs) == 1 * 2 * 2 * 2  # generators (deduplicated) x categories x seeds x stages
     keys = {j.key for j in jobs}
     assert len(keys) == len(jobs)
@@ -55,6 +63,25 @@ def test_grid_expands_every_cell_with_dependencies(tmp_path):
             )
 
 
+@pytest.mark.parametrize(
+    ("a", "b"), [("nut ü", "nut ä"), ("螺母", "螺丝"), ("pcb 1", "pcb-1"), ("Nut", "nut"), ("a b", "a__b")]
+)
+def test_names_built_from_category_names_never_collide(tmp_path, a, b):
+    key_a, key_b = (JobKey(DOWNSTREAM, "real-fewshot", c, 0, "0123456789ab") for c in (a, b))
+    assert key_a.name != key_b.name
+    assert split_path(tmp_path, a, "strict") != split_path(tmp_path, b, "strict")
+    for name in (key_a.name, split_path(tmp_path, a, "strict").name):
+        assert name.isascii() and "/" not in name and " " not in name
+
+
+def test_readable_names_stay_as_they_are_and_parts_never_run_together(tmp_path):
+    key = JobKey(DOWNSTREAM, "real-fewshot", "nut", 0, "0123456789ab", data="ba9876543210")
+    assert key.name == "real-fewshot__nut__all__seed0__0123456789ab__dba9876543210"
+    assert split_path(tmp_path, "nut", "strict").name == "nut.strict.json"
+    split_ab = JobKey(DOWNSTREAM, "a__b", "c", 0, "h").name
+    assert split_ab != JobKey(DOWNSTREAM, "a", "b__c", 0, "h").name
+
+
 TINY_EVAL = [
     "evaluation.classify=true", "classifier.arch=resnet18", "classifier.image_size=32",
     "classifier.epochs=1", "classifier.epoch_repeats=1",
@@ -64,7 +91,7 @@ TINY_EVAL = [
 
 def test_grid_adds_classify_per_generated_set_and_detectors_per_cell(tmp_path):
     config = _tiny("seeds=[0,1]", *TINY_EVAL)
-    jobs = expand_grid(config, tmp_path, tmp_path / "run", ["nut", "brick"])
+    jobs = expand_grid(config, tmp_path, tmp_path / "run", ["nut", "brick"], FAKE_DATA)
     by_stage = {stage: [j for j in jobs if j.key.stage == stage] for stage in (GENERATE, CLASSIFY, DETECTOR)}
     assert len(by_stage[CLASSIFY]) == len(by_stage[GENERATE]) == 4
     assert len(by_stage[DETECTOR]) == 4 and all(not j.depends_on for j in by_stage[DETECTOR])
@@ -115,10 +142,30 @@ def test_genmetrics_job_scores_each_generated_set(tmp_path, nut_root):
 
 
 def test_config_change_changes_the_key(tmp_path):
-    a = expand_grid(_tiny(), tmp_path, tmp_path, ["nut"])
-    b = expand_grid(_tiny("segmenter.epochs=3"), tmp_path, tmp_path, ["nut"])
+    a = expand_grid(_tiny(), tmp_path, tmp_path, ["nut"], FAKE_DATA)
+    b = expand_grid(_tiny("segmenter.epochs=3"), tmp_path, tmp_path, ["nut"], FAKE_DATA)
     assert a[0].key == b[0].key  # generation unchanged
     assert a[1].key != b[1].key  # downstream protocol changed
+    c = expand_grid(_tiny(), tmp_path, tmp_path, ["nut"], {"nut": "other-files"})
+    assert all(x.key != y.key and x.result_path != y.result_path for x, y in zip(a, c, strict=True))
+
+
+def test_split_fingerprint_follows_the_files_of_the_split(tmp_path, nut_root):
+    shutil.copytree(nut_root / "nut", tmp_path / "nut")
+
+    def fingerprint() -> str:
+        return split_fingerprint(make_split(read_category(tmp_path, "nut"), "strict"))
+
+    before = fingerprint()
+    assert fingerprint() == before  # cheap and stable: nothing changed
+    image = tmp_path / "nut" / "test" / "scratch" / "000.png"
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the image was replaced
+    touched = fingerprint()
+    assert touched != before
+    shutil.rmtree(tmp_path / "nut" / "test" / "stain")
+    shutil.rmtree(tmp_path / "nut" / "ground_truth" / "stain")
+    assert fingerprint() not in (before, touched)
 
 
 def test_generate_key_follows_the_resolved_generator_config(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from pathlib import Path
 from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.gate import NOISE_FACTOR, GateRow, compare, write_baseline
 from anobench.benchmarks.metrics.catalogue import metric
+from anobench.benchmarks.report.collect import RUN_CONFIG_HELP, select_run
 from anobench.benchmarks.tables import format_table
 
 
@@ -36,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--noise-factor", type=float, default=NOISE_FACTOR,
         help="with --write-baseline: tolerance = max(floor, this x calibrated noise) (default: %(default)s)",
     )  # fmt: skip
+    p.add_argument("--run-config", metavar="HASH", help=RUN_CONFIG_HELP)
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(handler=run)
 
@@ -49,6 +51,10 @@ def _status(row: GateRow) -> str:
 def run(args: argparse.Namespace) -> int:
     """Compare (or write) and print every metric with its status."""
     if args.write_baseline:
+        if args.run_config:
+            raise UserError("--run-config compares one run; --write-baseline uses each run folder's last run")
+        for run_dir in args.run_dir:
+            print(f"check: {run_dir}: {select_run(run_dir).describe()}")
         try:
             tolerances = {k: float(v) for k, v in (t.split("=", 1) for t in args.tolerance)}
         except ValueError:
@@ -60,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if len(args.run_dir) != 1:
         raise UserError("compare one run at a time (several runs go with --write-baseline)")
-    rows = compare(args.run_dir[0], args.baseline)
+    selection = select_run(args.run_dir[0], args.run_config)
+    if not args.json:
+        print(f"check: {selection.describe()}")
+    rows = compare(args.run_dir[0], args.baseline, args.run_config)
     failed = [r for r in rows if not r.passed]
     if args.json:
         payload = [{**r.__dict__, "better": metric(r.key).direction, "passed": r.passed} for r in rows]

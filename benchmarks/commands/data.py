@@ -16,7 +16,7 @@ from anobench.benchmarks.data.datasets import (
     read_category,
     summary_rows,
 )
-from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split
+from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split, manifest_name
 from anobench.benchmarks.data.synth import build_synthetic_dataset, category_names
 from anobench.benchmarks.tables import format_table
 
@@ -95,7 +95,7 @@ def split(args: argparse.Namespace) -> int:
     rows = []
     for name in args.categories or list_categories(args.root, **options):
         manifest = make_split(read_category(args.root, name, **options), args.preset)
-        path = manifest.write(args.out / f"{name}.{args.preset}.json")
+        path = manifest.write(args.out / manifest_name(name, args.preset))
         for defect, d in manifest.defects.items():
             rows.append({"category": name, "defect": defect, "total": d.n_total, "fewshot": len(d.fewshot),
                          "test": len(d.test), "overlap": len(d.overlap), "manifest": str(path)})  # fmt: skip

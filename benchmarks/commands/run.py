@@ -18,6 +18,7 @@ from anobench.benchmarks.runner.grid import (
     expand_grid,
     grid_categories,
     grid_generators,
+    record_grid,
 )
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
@@ -61,14 +62,15 @@ def run(args: argparse.Namespace) -> int:
     root = dataset_root(config)
     names = grid_categories(config, root)
     dataset_format = config.data.format or f"{detect_format(root)}, detected"
-    check_run_inputs(config, root, names, grid_generators(config))
-    jobs = expand_grid(config, root, run_dir, names)
+    fingerprints = check_run_inputs(config, root, names, grid_generators(config))
+    jobs = expand_grid(config, root, run_dir, names, fingerprints)
+    record = record_grid(run_dir, config.name, jobs)
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )
     print(
-        f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} ({dataset_format}) -> {run_dir} "
-        f"({backend.name} backend)"
+        f"{utc_now()} run {config.name!r} (run config {record['run_config']}): {len(jobs)} jobs on {root} "
+        f"({dataset_format}) -> {run_dir} ({backend.name} backend)"
     )
     summary = run_grid(jobs, backend, progress=not args.no_progress)
 

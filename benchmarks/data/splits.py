@@ -22,9 +22,14 @@ from pathlib import Path
 
 from anobench.benchmarks.data.mvtec import CategoryData, DefectSample
 from anobench.benchmarks.errors import UserError
-from anobench.benchmarks.io import write_json
+from anobench.benchmarks.io import safe_name, write_json
 
 SPLIT_PRESETS = ("strict", "dualanodiff-official")
+
+
+def manifest_name(category: str, preset: str) -> str:
+    """File name of a category's split manifest: ``<category>.<preset>.json`` (category via ``safe_name``)."""
+    return f"{safe_name(category)}.{preset}.json"
 
 
 def fewshot_count(n_total: int, preset: str) -> int:

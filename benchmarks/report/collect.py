@@ -1,7 +1,14 @@
 """Read a run's raw per-job JSON into one long table (one row per job and metric).
 
+Only the results of ONE run configuration are read: those of the run folder's last ``anobench run``
+(its record in ``runs.jsonl``, see :mod:`anobench.benchmarks.runner.record`) or of a named one, so a
+folder reused with other settings or another dataset state never mixes them. A folder without
+records (made before they existed) falls back to the newest result per cell.
+
 Example:
-    >>> from anobench.benchmarks.report.collect import collect_results
+    >>> from anobench.benchmarks.report.collect import collect_results, select_run
+    >>> print(select_run("runs/quick").describe())  # doctest: +SKIP
+    run config 3f2a9c0d41be (2026-12-02 17:40, 60 jobs); 3 older results ignored
     >>> frame = collect_results("runs/quick")  # doctest: +SKIP
     >>> frame.groupby(["generator", "metric"])["value"].mean()  # doctest: +SKIP
 """
@@ -9,11 +16,14 @@ Example:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.runner.record import RUNS_FILE, read_runs
 
 COLUMNS = [
     "stage", "generator", "category", "seed", "metric", "value",
@@ -42,14 +52,75 @@ def _rows(path: Path, payload: dict) -> list[dict]:
     ]
 
 
-def collect_results(run_dir: str | Path) -> pd.DataFrame:
-    """All metrics of a run; for a key with several results (config changed) the newest wins."""
+#: The ``--run-config`` option's help (report and check).
+RUN_CONFIG_HELP = (
+    "the run configuration to use (a hash or its prefix, as `anobench run` prints it; default: the last run)"
+)
+
+
+@dataclass
+class RunSelection:
+    """The result files of one run configuration of a run folder."""
+
+    run_dir: Path
+    record: dict[str, Any] | None  # the run record; None: a folder without records (all results)
+    paths: list[Path]  # its result files that exist
+    ignored: int  # result files of other run configurations
+    latest: bool  # the folder's last run
+
+    @property
+    def generated(self) -> list[Path]:
+        """The generated sets of the run that exist (all of them without a record)."""
+        if self.record is None:
+            return sorted(p for p in (self.run_dir / "generated").glob("*") if p.is_dir())
+        return [self.run_dir / rel for rel in self.record["generated"] if (self.run_dir / rel).is_dir()]
+
+    def describe(self) -> str:
+        """One line: which run configuration, and how many results were left out."""
+        if self.record is None:
+            return f"no run record ({RUNS_FILE}): the newest of {len(self.paths)} results per cell"
+        when = self.record["started_at"][:16].replace("T", " ")
+        jobs = len(self.record["results"])
+        ignored = f"{self.ignored} {'older' if self.latest else 'other'} results ignored"
+        run = f"run config {self.record['run_config']} ({when}, {jobs} jobs, {len(self.paths)} with results)"
+        return f"{run}; {ignored}"
+
+
+def select_run(run_dir: str | Path, run_config: str | None = None) -> RunSelection:
+    """The results of ``run_dir``'s last run, or of its last run whose config starts with ``run_config``."""
     run_dir = Path(run_dir)
     raw = run_dir / "raw"
     if not raw.is_dir():
         raise UserError(f"{run_dir}: no raw/ folder with results; run `anobench run` first")
+    every = sorted(raw.rglob("*.json"))
+    records = read_runs(run_dir)
+    if not records:
+        if run_config:
+            raise UserError(f"--run-config {run_config}: {run_dir} has no run records ({RUNS_FILE})")
+        return RunSelection(run_dir, None, every, 0, True)
+    chosen = records[-1]
+    if run_config:
+        matching = [r for r in records if r["run_config"].startswith(run_config)]
+        if len({r["run_config"] for r in matching}) != 1:
+            known = ", ".join(dict.fromkeys(r["run_config"] for r in reversed(records)))
+            what = "matches no" if not matching else "matches more than one"
+            raise UserError(
+                f"--run-config {run_config} {what} run config of {run_dir} (newest first: {known})"
+            )
+        chosen = matching[-1]
+    paths = [run_dir / rel for rel in chosen["results"] if (run_dir / rel).is_file()]
+    latest = chosen["run_config"] == records[-1]["run_config"]
+    return RunSelection(run_dir, chosen, paths, len(set(every) - set(paths)), latest)
+
+
+def collect_results(run_dir: str | Path, run_config: str | None = None) -> pd.DataFrame:
+    """All metrics of one run configuration (:func:`select_run`), one row per job and metric.
+
+    Without run records, for a cell with several results (config changed) the newest wins.
+    """
+    selection = select_run(run_dir, run_config)
     rows = []
-    for path in sorted(raw.rglob("*.json")):
+    for path in selection.paths:
         try:
             payload = json.loads(path.read_text())
         except json.JSONDecodeError:
@@ -59,7 +130,7 @@ def collect_results(run_dir: str | Path) -> pd.DataFrame:
         rows.extend(_rows(path, payload))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
-        raise UserError(f"{raw}: holds no metric results yet")
+        raise UserError(f"{selection.run_dir}: the run ({selection.describe()}) has no metric results yet")
     frame = frame.sort_values("finished_at").drop_duplicates(
         ["stage", "generator", "category", "seed", "metric"], keep="last"
     )

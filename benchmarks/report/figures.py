@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from anobench.benchmarks.io import safe_name  # noqa: E402
 from anobench.benchmarks.metrics.catalogue import metric  # noqa: E402
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM  # noqa: E402
 
@@ -96,7 +97,7 @@ def curve_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         seeds = sorted({seed for seed, _ in curves.values()})
         fig.suptitle(f"{category}: the segmenter trained on each generator's pairs (seed {seeds})")
         fig.tight_layout()
-        path = out_dir / f"curves_{category}.png"
+        path = out_dir / f"curves_{safe_name(category)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         plt.close(fig)

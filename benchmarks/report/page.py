@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anobench.benchmarks.metrics.catalogue import GROUPS, Metric, grouped
-from anobench.benchmarks.report.collect import collect_results
+from anobench.benchmarks.report.collect import collect_results, select_run
 from anobench.benchmarks.report.figures import category_bars, curve_figures
 from anobench.benchmarks.report.tables import (
     BEST_ON_TEST_MARK,
@@ -20,10 +20,10 @@ from anobench.generation.format import read_generated_set
 from anobench.generation.quality import quality_figure
 
 
-def sample_grids(run_dir: Path, out_dir: Path, per_defect: int = 2) -> list[tuple[str, Path]]:
-    """One sample grid per generated set of the run (named after its folder)."""
+def sample_grids(folders: list[Path], out_dir: Path, per_defect: int = 2) -> list[tuple[str, Path]]:
+    """One sample grid per generated set (named after its folder)."""
     grids = []
-    for folder in sorted(p for p in (run_dir / "generated").glob("*") if p.is_dir()):
+    for folder in folders:
         try:
             pairs = read_generated_set(folder, validate=False)
         except GenerationInputError:
@@ -42,13 +42,21 @@ def glossary(metrics: list[Metric]) -> list[str]:
     return [*lines, ""]
 
 
-def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write ``<out>/report.md`` plus ``tables/`` (md, csv, tex) and ``figures/``; return the page path."""
+def render_report(
+    run_dir: str | Path, out_dir: str | Path | None = None, run_config: str | None = None
+) -> Path:
+    """Write ``<out>/report.md`` plus ``tables/`` (md, csv, tex) and ``figures/``; return the page path.
+
+    ``run_config``: the run configuration to report (see :func:`select_run`; None: the last run).
+    """
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "report"
-    frame = collect_results(run_dir)
+    selection = select_run(run_dir, run_config)
+    frame = collect_results(run_dir, run_config)
     lines = [
         f"# Benchmark report: {run_dir.name}",
+        "",
+        f"Results: {selection.describe()}.",
         "",
         f"Rendered from {frame['path'].nunique()} raw result files under `{run_dir / 'raw'}`. "
         f"Cells are mean ± std over seeds; `Average` averages over categories within each seed first. "
@@ -76,7 +84,7 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     if curves:
         lines += ["## ROC and PR curves (image level and pixel level; AUC in the legend)", ""]
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in curves] + [""]
-    grids = sample_grids(run_dir, out / "figures")
+    grids = sample_grids(selection.generated, out / "figures")
     if grids:
         lines += ["## Generated samples (image | mask | overlay)", ""]
         lines += [f"![{name}]({path.relative_to(out).as_posix()})" for name, path in grids] + [""]

@@ -1,22 +1,29 @@
 """The job generator: expand a run config into the grid of keyed jobs with their dependencies.
 
 Before expanding, :func:`dataset_root`, :func:`grid_categories` and :func:`check_run_inputs` resolve
-and check the run's inputs, so a mistake fails before any job runs.
+and check the run's inputs, so a mistake fails before any job runs. Every job key carries the
+fingerprint of its category's split (:func:`split_fingerprint`): a changed, added or deleted dataset
+file reruns the jobs that read it. :func:`record_grid` records the grid as the run folder's last run.
 
 Example:
     >>> from anobench.benchmarks.config import load_config
     >>> from anobench.benchmarks.runner.grid import expand_grid
     >>> jobs = expand_grid(load_config("quick"), dataset="/data/synthetic", run_dir="runs/q",
     ...                    categories=["nut"])  # doctest: +SKIP
+    >>> record_grid(Path("runs/q"), "quick", jobs)["run_config"]  # doctest: +SKIP
+    '3f2a9c0d41be'
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.datasets import list_categories, read_category
-from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.data.splits import SplitManifest, make_split
 from anobench.benchmarks.data.synth import embedded_dataset
 from anobench.benchmarks.errors import ConfigError
 from anobench.benchmarks.runner.jobs import (
@@ -28,7 +35,10 @@ from anobench.benchmarks.runner.jobs import (
     generation_hash,
     genmetrics_hash,
 )
+from anobench.benchmarks.runner.record import append_run
 from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.stages import generated_dir
+from anobench.generation.base import config_hash
 from anobench.generation.registry import create_generator, list_generators
 
 
@@ -59,11 +69,40 @@ def grid_generators(config: RunConfig) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_run_inputs(config: RunConfig, root: Path, names: list[str], generators: list[str]) -> None:
+def split_fingerprint(manifest: SplitManifest) -> str:
+    """Hash of a split and of the files it lists: relative names, sizes and modification times.
+
+    Cheap (no file is read), and it changes when a file of the split is replaced, added or deleted
+    (a deleted defect type folder, a re-exported image).
+    """
+    files = [*manifest.train_good, *manifest.test_good]
+    for split in manifest.defects.values():
+        files += [entry[kind] for entry in [*split.fewshot, *split.test] for kind in ("image", "mask")]
+    stats = {}
+    for relative in files:
+        stat = manifest.absolute(relative).stat()
+        stats[relative] = [stat.st_size, stat.st_mtime_ns]
+    return config_hash({"split": dataclasses.asdict(manifest), "files": stats})
+
+
+def data_fingerprints(config: RunConfig, root: Path, names: list[str]) -> dict[str, str]:
+    """:func:`split_fingerprint` of each category (reads and splits it: a bad category raises here)."""
+    return {
+        name: split_fingerprint(
+            make_split(read_category(root, name, **config.data.options()), config.data.split)
+        )
+        for name in names
+    }
+
+
+def check_run_inputs(
+    config: RunConfig, root: Path, names: list[str], generators: list[str]
+) -> dict[str, str]:
     """Fail before any job runs on what is wrong for the whole grid, with one line per problem.
 
     Every category must read and split cleanly, every grid generator must be registered, and every
-    generator named in the grid or in ``generation.options`` must accept its options.
+    generator named in the grid or in ``generation.options`` must accept its options. Returns each
+    category's data fingerprint (for :func:`expand_grid`).
     """
     unknown = sorted(set(config.generation.options) - set(list_generators()))
     if unknown:
@@ -73,19 +112,24 @@ def check_run_inputs(config: RunConfig, root: Path, names: list[str], generators
         )
     for name in dict.fromkeys([*generators, *config.generation.options]):
         create_generator(name, **config.generation.options.get(name, {}))
-    for category in names:
-        make_split(read_category(root, category, **config.data.options()), config.data.split)
+    return data_fingerprints(config, root, names)
 
 
 def expand_grid(
-    config: RunConfig, dataset: str | Path, run_dir: str | Path, categories: list[str]
+    config: RunConfig,
+    dataset: str | Path,
+    run_dir: str | Path,
+    categories: list[str],
+    fingerprints: Mapping[str, str] | None = None,
 ) -> list[Job]:
     """Jobs in dependency order.
 
     Per (generator, category, seed): generate, then downstream, classify and genmetrics; per (detector,
-    category, seed): one detector job.
+    category, seed): one detector job. ``fingerprints``: each category's data fingerprint, as
+    :func:`check_run_inputs` returns them (None: computed here).
     """
     dataset, run_dir = Path(dataset), Path(run_dir)
+    data = fingerprints if fingerprints is not None else data_fingerprints(config, dataset, categories)
     jobs: list[Job] = []
     for generator in grid_generators(config):
         gen_hash = generation_hash(config, dataset, generator)
@@ -94,20 +138,33 @@ def expand_grid(
         metrics_hash = genmetrics_hash(config, gen_hash)
         for category in categories:
             for seed in config.seeds:
-                gen_key = JobKey(GENERATE, generator, category, seed, gen_hash)
+                gen_key = JobKey(GENERATE, generator, category, seed, gen_hash, data=data[category])
                 jobs.append(Job(gen_key, config, dataset, run_dir))
-                down_key = JobKey(DOWNSTREAM, generator, category, seed, down_hash)
+                down_key = JobKey(DOWNSTREAM, generator, category, seed, down_hash, data=data[category])
                 jobs.append(Job(down_key, config, dataset, run_dir, depends_on=[gen_key]))
                 if config.evaluation.classify:
-                    cls_key = JobKey(CLASSIFY, generator, category, seed, cls_hash)
+                    cls_key = JobKey(CLASSIFY, generator, category, seed, cls_hash, data=data[category])
                     jobs.append(Job(cls_key, config, dataset, run_dir, depends_on=[gen_key]))
                 if config.genmetrics.enabled:
-                    metrics_key = JobKey(GENMETRICS, generator, category, seed, metrics_hash)
+                    metrics_key = JobKey(
+                        GENMETRICS, generator, category, seed, metrics_hash, data=data[category]
+                    )
                     jobs.append(Job(metrics_key, config, dataset, run_dir, depends_on=[gen_key]))
     for detector in config.evaluation.detectors:
         det_hash = detector_hash(config, dataset, detector)
         for category in categories:
             for seed in config.seeds:
-                key = JobKey(DETECTOR, detector.row_name, category, seed, det_hash)
+                key = JobKey(DETECTOR, detector.row_name, category, seed, det_hash, data=data[category])
                 jobs.append(Job(key, config, dataset, run_dir, detector=detector))
     return jobs
+
+
+def record_grid(run_dir: Path, name: str, jobs: list[Job]) -> dict[str, Any]:
+    """Append the grid of ``jobs`` to ``run_dir``'s run records (see :mod:`.record`)."""
+    results = [job.result_path.relative_to(run_dir).as_posix() for job in jobs]
+    generated = [
+        generated_dir(run_dir, job.key.name).relative_to(run_dir).as_posix()
+        for job in jobs
+        if job.key.stage == GENERATE
+    ]
+    return append_run(run_dir, name, results, generated)

@@ -1,7 +1,8 @@
 """Jobs: one stage of one grid cell, idempotent and keyed.
 
-A job is keyed by (stage, generator, category, defect, seed, config hash). Its result is one JSON
-file under ``<run>/raw/<stage>/``; a job whose result file exists is skipped, and every write is
+A job is keyed by (stage, generator, category, defect, seed, config hash, data fingerprint). Its
+result is one JSON file under ``<run>/raw/<stage>/``, named injectively after the key
+(:func:`anobench.benchmarks.io.safe_name`); a job whose result file exists is skipped, and every write is
 atomic (temporary file, then rename), so a killed run loses only the jobs in flight and a rerun
 of the same command completes the grid.
 
@@ -12,7 +13,6 @@ executes one (its stage body, then the result file with provenance).
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from anobench.benchmarks.config import RunConfig, flatten
-from anobench.benchmarks.io import write_json
+from anobench.benchmarks.io import safe_name, write_json
 from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
 from anobench.benchmarks.runner.stages import STAGE_BODIES
 from anobench.downstream.unsupervised import DetectorConfig
@@ -38,12 +38,14 @@ class JobKey:
     seed: int
     config_hash: str
     defect: str = "all"
+    data: str = ""  # fingerprint of the dataset files the job reads (see grid.split_fingerprint)
 
     @property
     def name(self) -> str:
-        """File-name-safe identifier (also the result file's stem)."""
-        text = f"{self.generator}__{self.category}__{self.defect}__seed{self.seed}__{self.config_hash}"
-        return re.sub(r"[^A-Za-z0-9_.\[\]-]+", "-", text)
+        """File-name-safe identifier, distinct for distinct keys of a stage (the result file's stem)."""
+        data = f"__d{self.data}" if self.data else ""
+        names = safe_name(self.generator, self.category, self.defect)
+        return f"{names}__seed{self.seed}__{self.config_hash}{data}"
 
     def label(self) -> str:
         """Short human-readable label."""

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.categories import is_object, object_foregrounds
 from anobench.benchmarks.data.datasets import read_category
-from anobench.benchmarks.data.splits import SplitManifest, make_split
+from anobench.benchmarks.data.splits import SplitManifest, make_split, manifest_name
 from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.downstream.classifier import run_classification
 from anobench.downstream.evaluation import HeldOutSplit
@@ -34,9 +34,20 @@ if TYPE_CHECKING:
     from anobench.benchmarks.runner.jobs import Job
 
 
-def generated_dir(run_dir: Path, generator: str, seed: int, gen_hash: str) -> Path:
-    """The generated set of one (generator, seed, generation config)."""
-    return run_dir / "generated" / f"{generator}__seed{seed}__{gen_hash}"
+def generated_dir(run_dir: Path, generate_job: str) -> Path:
+    """The generated set written by the ``generate`` job named ``generate_job`` (its key's name).
+
+    One set per (generator, category, seed, generation config, dataset files).
+    """
+    return run_dir / "generated" / generate_job
+
+
+def split_path(run_dir: Path, category: str, preset: str) -> Path:
+    """Where the split manifest of ``category`` goes: ``<run>/splits/<category>.<preset>.json``.
+
+    The category part is :func:`~anobench.benchmarks.io.safe_name` (``pcb 1`` and ``pcb-1`` differ).
+    """
+    return run_dir / "splits" / manifest_name(category, preset)
 
 
 def split_stage(root: Path, category: str, preset: str, run_dir: Path, **options: Any) -> SplitManifest:
@@ -45,7 +56,7 @@ def split_stage(root: Path, category: str, preset: str, run_dir: Path, **options
     ``options``: the dataset readers' ``format`` and ``resolution`` (None: detected).
     """
     manifest = make_split(read_category(root, category, **options), preset)
-    manifest.write(run_dir / "splits" / f"{category}.{preset}.json")
+    manifest.write(split_path(run_dir, category, preset))
     return manifest
 
 
@@ -106,13 +117,12 @@ def _split_summary(manifest: SplitManifest) -> dict[str, Any]:
 
 def _generated(job: Job) -> Path:
     """The generated set this job depends on."""
-    gen_key = job.depends_on[0]
-    return generated_dir(job.run_dir, gen_key.generator, gen_key.seed, gen_key.config_hash)
+    return generated_dir(job.run_dir, job.depends_on[0].name)
 
 
 def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
     manifest = _split(job)
-    out = generated_dir(job.run_dir, job.key.generator, job.key.seed, job.key.config_hash)
+    out = generated_dir(job.run_dir, job.key.name)
     generate_stage(job.config, manifest, job.key.generator, job.key.seed, out, progress=progress)
     return {"generated_dir": str(out), "split": _split_summary(manifest)}
 
