@@ -14,14 +14,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pydantic
 import yaml
 
 from anobench.benchmarks.errors import ConfigError
@@ -31,12 +33,10 @@ from anobench.downstream.classifier import ClassifierConfig
 from anobench.downstream.metrics import F1_MODES
 from anobench.downstream.training import SegmenterConfig
 from anobench.downstream.unsupervised import DetectorConfig
+from anobench.generation.registry import get_generator, list_generators
 
 PRESET_DIR = Path(__file__).parent / "configs"
-
-
-#: Floats written without a dot (3e-4), which YAML 1.1 reads as strings.
-_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+T = TypeVar("T")
 
 
 @dataclass
@@ -141,66 +141,80 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _check_type(value: Any, annotation: Any, key: str) -> Any:
-    """Return ``value`` coerced to ``annotation`` or raise a ConfigError naming ``key``."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return _build(annotation, value, key)
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} ({value!r})")
-        item = args[0] if args else Any
-        items = [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return {k: _check_type(v, args[1] if args else Any, f"{key}.{k}") for k, v in value.items()}
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
-    if annotation in (int, float, str, bool):
-        if isinstance(value, bool) and annotation is not bool:
-            raise ConfigError(f"{key}: expected {annotation.__name__}, got a boolean ({value!r})")
-        if not isinstance(value, annotation):
-            raise ConfigError(
-                f"{key}: expected {annotation.__name__}, got {type(value).__name__} ({value!r})"
-            )
-        return value
-    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2 floats: ``3e-4`` (no dot) is a float, not the string YAML 1.1 makes of it."""
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{unknown[0]}; known keys under {prefix or 'the top level'}: "
-            f"{', '.join(sorted(names))}"
-        )
-    kwargs = {k: _check_type(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?\d+[eE][-+]?\d+$"), list("-+0123456789")
+)
+
+
+@functools.cache
+def _adapter(cls: type) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(cls)
+
+
+def _validate(cls: type[T], values: Any, prefix: str = "") -> T:
+    """``values`` (YAML data) as a ``cls`` dataclass; a ConfigError names the first bad key.
+
+    Strict JSON-mode validation: nothing is coerced (``true`` or ``"3"`` is no int), an int is a
+    valid float, a list a valid tuple, and unknown keys are rejected.
+    """
     try:
-        return cls(**kwargs)
-    except ValueError as exc:  # a library's own validation (e.g. image_size % 32)
-        raise ConfigError(str(exc)) from None
+        payload = json.dumps(values, default=str)
+        return _adapter(cls).validate_json(payload, strict=True, extra="forbid")
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+    key = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+    key = key.lstrip(".")
+    if error["type"] == "unexpected_keyword_argument":
+        known = ", ".join(sorted(_fields_at(cls, error["loc"][:-1])))
+        where = key.rpartition(".")[0] or "the top level"
+        raise ConfigError(f"unknown config key {key}; known keys under {where}: {known}")
+    if error["type"] == "value_error":  # the dataclass's own __post_init__ checks
+        problems = getattr(error["ctx"]["error"], "problems", [str(error["ctx"]["error"])])
+        raise ConfigError("; ".join(_name_key(line, key) for line in problems))
+    raise ConfigError(f"{key}: {error['msg']} (got {error['input']!r})")
+
+
+def _fields_at(cls: type, loc: tuple[str | int, ...]) -> list[str]:
+    """Field names of the dataclass found at ``loc`` (a validation error's location) inside ``cls``."""
+    for part in loc:
+        if isinstance(part, str):
+            cls = typing.get_type_hints(cls)[part]
+        cls = next((a for a in (cls, *typing.get_args(cls)) if dataclasses.is_dataclass(a)), cls)
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _name_key(problem: str, key: str) -> str:
+    """A ``__post_init__`` problem line with the dotted config key in front (``field=value: ...``)."""
+    if not key or problem.startswith(key):  # the downstream configs name their section already
+        return problem
+    return f"{key}.{problem}" if re.match(r"\w+[=:]", problem) else f"{key}: {problem}"
+
+
+def validate_generators(config: RunConfig) -> None:
+    """Every generator named under ``generation`` is registered and accepts its options.
+
+    Example:
+        >>> validate_generators(load_config("quick", ["generation.options.nsa.tries=0"]))
+        Traceback (most recent call last):
+        ...
+        anobench.benchmarks.errors.ConfigError: generation.options.nsa.tries=0: must be at least 1
+    """
+    registered = list_generators()
+    gen = config.generation
+    named = [
+        *(("generation.generators", name) for name in gen.generators),
+        *(("generation.reference", name) for name in gen.reference),
+        *((f"generation.options.{name}", name) for name in gen.options),
+    ]
+    for key, name in named:
+        if name not in registered:
+            raise ConfigError(f"{key}: no generator named {name}; registered: {', '.join(registered)}")
+    for name, options in gen.options.items():
+        _validate(get_generator(name).Config, options, f"generation.options.{name}")
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -213,7 +227,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a mapping")
-    node[parts[-1]] = yaml.safe_load(text)
+    node[parts[-1]] = yaml.load(text, _Loader)
 
 
 def resolve_preset(name_or_path: str | Path) -> Path:
@@ -233,14 +247,15 @@ def load_config(name_or_path: str | Path = "quick", overrides: list[str] | None 
     """Load, override and validate a run configuration."""
     path = resolve_preset(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), _Loader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     for override in overrides or []:
         _apply_override(raw, override)
-    config = _build(RunConfig, raw)
+    config = _validate(RunConfig, raw)
+    validate_generators(config)
     validate_paths(config)
     return config
 

@@ -65,7 +65,13 @@ class GeneratedPair:
 
 @dataclass
 class GeneratorConfig:
-    """Fields every generator has."""
+    """Fields every generator has.
+
+    A subclass's ``__post_init__`` checks raise
+    :class:`~anobench.generation.errors.GenerationInputError` with one ``field=value: rule`` line
+    per problem, so a run config names the key
+    (``generation.options.nsa.tries=0: must be at least 1``).
+    """
 
     image_size: int | None = None  # output size in pixels (square); None keeps the source size
 

@@ -124,7 +124,7 @@ def test_crop_paste_places_anomalies_inside_the_object(nut_fewshot):
 
 
 def test_crop_paste_rejects_a_bad_blend():
-    with pytest.raises(GenerationInputError, match="blend must be one of feather, poisson, hard"):
+    with pytest.raises(GenerationInputError, match="blend='alpha': choose one of feather, poisson, hard"):
         create_generator("crop-paste", blend="alpha")
 
 
@@ -151,7 +151,7 @@ def test_perlin_texture_dir_fills_the_mask(brick_fewshot, tmp_path):
 
 
 def test_perlin_texture_dir_must_exist(brick_fewshot, tmp_path):
-    with pytest.raises(GenerationInputError, match="texture_dir .* is not a folder"):
+    with pytest.raises(GenerationInputError, match="texture_dir=.*: not a folder"):
         _smoke("perlin", brick_fewshot, texture_dir=str(tmp_path / "dtd"))
     with pytest.raises(GenerationInputError, match="holds no images"):
         _smoke("perlin", brick_fewshot, texture_dir=str(tmp_path))

@@ -82,10 +82,10 @@ def test_run_with_a_category_the_dataset_lacks_exits_2(tmp_path, nut_root, capsy
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("generation.generators=[foo]", "unknown generator 'foo'"),
-        ("generation.options.perlin.texture_dir=/definitely/not/here", "texture_dir /definitely/not/here"),
-        ("generation.options.perlinn.beta_max=0.5", "generation.options: no generator named perlinn"),
-        ("generation.options.nsa.tries=0", "tries >= 1"),
+        ("generation.generators=[foo]", "generation.generators: no generator named foo"),
+        ("generation.options.perlin.texture_dir=/definitely/not/here", "texture_dir=/definitely/not/here"),
+        ("generation.options.perlinn.beta_max=0.5", "generation.options.perlinn: no generator named perlinn"),
+        ("generation.options.nsa.tries=0", "generation.options.nsa.tries=0: must be at least 1"),
         ("genmetrics.inception_weights=/definitely/not/here.pth", "genmetrics.inception_weights"),
     ],
 )

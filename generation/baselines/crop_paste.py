@@ -62,14 +62,19 @@ class CropPasteConfig(GeneratorConfig):
     tries: int = 50
 
     def __post_init__(self) -> None:
+        problems = [
+            f"{name}={getattr(self, name)}: must be >= 0"
+            for name in ("margin", "feather_sigma")
+            if getattr(self, name) < 0
+        ]
         if self.blend not in BLENDS:
-            raise GenerationInputError(
-                f"crop-paste: blend must be one of {', '.join(BLENDS)}, got {self.blend!r}"
-            )
-        if self.margin < 0 or self.feather_sigma < 0 or not 0 <= self.min_inside <= 1 or self.tries < 1:
-            raise GenerationInputError(
-                "crop-paste: margin and feather_sigma must be >= 0, min_inside in [0, 1], tries >= 1"
-            )
+            problems.append(f"blend={self.blend!r}: choose one of {', '.join(BLENDS)}")
+        if not 0 <= self.min_inside <= 1:
+            problems.append(f"min_inside={self.min_inside}: must be in [0, 1]")
+        if self.tries < 1:
+            problems.append(f"tries={self.tries}: must be at least 1")
+        if problems:
+            raise GenerationInputError(*problems)
 
 
 @dataclass

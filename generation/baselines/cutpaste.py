@@ -42,11 +42,13 @@ class CutPasteScarConfig(GeneratorConfig):
 
     def __post_init__(self) -> None:
         self.width, self.height = tuple(self.width), tuple(self.height)  # type: ignore[assignment]
-        for name, (lo, hi) in (("width", self.width), ("height", self.height)):
-            if not 1 <= lo <= hi:
-                raise GenerationInputError(
-                    f"cutpaste-scar: {name} must be a range (lo, hi) with 1 <= lo <= hi"
-                )
+        problems = [
+            f"{name}={value}: must be a range (lo, hi) with 1 <= lo <= hi"
+            for name, value in (("width", self.width), ("height", self.height))
+            if not 1 <= value[0] <= value[1]
+        ]
+        if problems:
+            raise GenerationInputError(*problems)
 
 
 @register_generator("cutpaste-scar")

@@ -48,12 +48,17 @@ class NSAConfig(GeneratorConfig):
 
     def __post_init__(self) -> None:
         self.patch_size, self.rescale = tuple(self.patch_size), tuple(self.rescale)  # type: ignore[assignment]
+        problems = []
         if not 0 < self.patch_size[0] <= self.patch_size[1] <= 1:
-            raise GenerationInputError("nsa: patch_size must be a range (lo, hi) with 0 < lo <= hi <= 1")
-        if not 0 < self.rescale[0] <= self.rescale[1] or self.tries < 1 or self.mask_threshold <= 0:
-            raise GenerationInputError(
-                "nsa: rescale must be a positive range, tries >= 1, mask_threshold > 0"
-            )
+            problems.append(f"patch_size={self.patch_size}: must be a range (lo, hi) with 0 < lo <= hi <= 1")
+        if not 0 < self.rescale[0] <= self.rescale[1]:
+            problems.append(f"rescale={self.rescale}: must be a range (lo, hi) with 0 < lo <= hi")
+        if self.mask_threshold <= 0:
+            problems.append(f"mask_threshold={self.mask_threshold}: must be > 0")
+        if self.tries < 1:
+            problems.append(f"tries={self.tries}: must be at least 1")
+        if problems:
+            raise GenerationInputError(*problems)
 
 
 @register_generator("nsa")

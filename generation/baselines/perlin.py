@@ -96,18 +96,21 @@ class PerlinConfig(GeneratorConfig):
     tries: int = 20
 
     def __post_init__(self) -> None:
+        problems = []
         if self.texture_dir is not None and not Path(self.texture_dir).expanduser().is_dir():
-            raise GenerationInputError(
-                f"perlin: texture_dir {self.texture_dir} is not a folder; point it at DTD's images/"
-            )
-        if not 0 <= self.min_scale_exp <= self.max_scale_exp:
-            raise GenerationInputError("perlin: need 0 <= min_scale_exp <= max_scale_exp")
-        if not 0 <= self.beta_max <= 1:
-            raise GenerationInputError(f"perlin: beta_max must be in [0, 1], got {self.beta_max}")
-        if not 0 <= self.augmentations <= 9 or self.tries < 1 or not 0 <= self.min_area_ratio < 1:
-            raise GenerationInputError(
-                "perlin: augmentations in [0, 9], tries >= 1, min_area_ratio in [0, 1)"
-            )
+            problems.append(f"texture_dir={self.texture_dir}: not a folder; point it at DTD's images/")
+        for name, ok, rule in (
+            ("min_scale_exp", self.min_scale_exp >= 0, ">= 0"),
+            ("max_scale_exp", self.max_scale_exp >= self.min_scale_exp, ">= min_scale_exp"),
+            ("beta_max", 0 <= self.beta_max <= 1, "in [0, 1]"),
+            ("augmentations", 0 <= self.augmentations <= 9, "in [0, 9]"),
+            ("min_area_ratio", 0 <= self.min_area_ratio < 1, "in [0, 1)"),
+            ("tries", self.tries >= 1, "at least 1"),
+        ):
+            if not ok:
+                problems.append(f"{name}={getattr(self, name)}: must be {rule}")
+        if problems:
+            raise GenerationInputError(*problems)
 
 
 @register_generator("perlin")
