@@ -13,11 +13,10 @@ from anobench.benchmarks.metrics.catalogue import format_row, headline
 from anobench.benchmarks.provenance import utc_now
 from anobench.benchmarks.runner.backends import make_backend, run_grid
 from anobench.benchmarks.runner.grid import (
-    check_run_inputs,
+    data_fingerprints,
     dataset_root,
     expand_grid,
     grid_categories,
-    grid_generators,
     record_grid,
 )
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     root = dataset_root(config)
     names = grid_categories(config, root)
     dataset_format = config.data.format or f"{detect_format(root)}, detected"
-    fingerprints = check_run_inputs(config, root, names, grid_generators(config))
+    fingerprints = data_fingerprints(config, root, names)  # reads and splits each category first
     jobs = expand_grid(config, root, run_dir, names, fingerprints)
     record = record_grid(run_dir, config.name, jobs)
     backend = make_backend(

@@ -1,6 +1,6 @@
 """The job generator: expand a run config into the grid of keyed jobs with their dependencies.
 
-Before expanding, :func:`dataset_root`, :func:`grid_categories` and :func:`check_run_inputs` resolve
+Before expanding, :func:`dataset_root`, :func:`grid_categories` and :func:`data_fingerprints` resolve
 and check the run's inputs, so a mistake fails before any job runs. Every job key carries the
 fingerprint of its category's split (:func:`split_fingerprint`): a changed, added or deleted dataset
 file reruns the jobs that read it. :func:`record_grid` records the grid as the run folder's last run.
@@ -39,7 +39,6 @@ from anobench.benchmarks.runner.record import append_run
 from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.benchmarks.runner.stages import generated_dir
 from anobench.generation.base import config_hash
-from anobench.generation.registry import create_generator, list_generators
 
 
 def dataset_root(config: RunConfig) -> Path:
@@ -95,26 +94,6 @@ def data_fingerprints(config: RunConfig, root: Path, names: list[str]) -> dict[s
     }
 
 
-def check_run_inputs(
-    config: RunConfig, root: Path, names: list[str], generators: list[str]
-) -> dict[str, str]:
-    """Fail before any job runs on what is wrong for the whole grid, with one line per problem.
-
-    Every category must read and split cleanly, every grid generator must be registered, and every
-    generator named in the grid or in ``generation.options`` must accept its options. Returns each
-    category's data fingerprint (for :func:`expand_grid`).
-    """
-    unknown = sorted(set(config.generation.options) - set(list_generators()))
-    if unknown:
-        raise ConfigError(
-            f"generation.options: no generator named {', '.join(unknown)}; "
-            f"registered: {', '.join(list_generators())}"
-        )
-    for name in dict.fromkeys([*generators, *config.generation.options]):
-        create_generator(name, **config.generation.options.get(name, {}))
-    return data_fingerprints(config, root, names)
-
-
 def expand_grid(
     config: RunConfig,
     dataset: str | Path,
@@ -126,7 +105,7 @@ def expand_grid(
 
     Per (generator, category, seed): generate, then downstream, classify and genmetrics; per (detector,
     category, seed): one detector job. ``fingerprints``: each category's data fingerprint, as
-    :func:`check_run_inputs` returns them (None: computed here).
+    :func:`data_fingerprints` returns them (None: computed here).
     """
     dataset, run_dir = Path(dataset), Path(run_dir)
     data = fingerprints if fingerprints is not None else data_fingerprints(config, dataset, categories)
