@@ -6,8 +6,8 @@ to 500 per type, the first by index; the list is repeated 5 times per epoch), RG
 resized to 256, no normalisation or augmentation, CrossEntropy, Adam lr 1e-4, batch 8, 30
 epochs, MultiStepLR at 80 % / 90 % (gamma 0.2). Tested on the held-out real anomalies (no good
 images); accuracy is over **all** test images (the reference returned its last batch's accuracy).
-Categories with a single defect type are skipped; :func:`average_accuracy` says over how many
-categories its mean was taken.
+Categories with a single defect type are skipped (the result says why; tables leave them out of
+the mean over categories).
 
 Initialisation (``ClassifierConfig.weights``): the paper uses ImageNet weights. Offline there is
 no ResNet-34 checkpoint to download, so ``None`` means random initialisation and the result says
@@ -250,17 +250,3 @@ def run_classification(
 def _confusion(predicted: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:
     """Confusion counts: rows are true classes, columns predictions."""
     return np.bincount(target * n + predicted, minlength=n * n).reshape(n, n)
-
-
-def average_accuracy(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Mean ``cls_accuracy`` over the categories that were not skipped, saying over how many.
-
-    Args:
-        results: per category, the output of :func:`run_classification`.
-    """
-    kept = {c: r[CLS_ACCURACY] for c, r in results.items() if r.get(CLS_ACCURACY) is not None}
-    return {
-        CLS_ACCURACY: float(np.mean(list(kept.values()))) if kept else None,
-        "n_categories": len(kept),
-        "skipped": sorted(c for c in results if c not in kept),
-    }

@@ -203,14 +203,3 @@ def predict_tensor(
         maps.append(prob.cpu())
         scores.append(image_scores(prob, pool_kernel).cpu())
     return torch.cat(maps).numpy(), torch.cat(scores).numpy()
-
-
-def predict_maps(
-    model: DiscriminativeUNet,
-    image_paths: Sequence[Path],
-    size: int,
-    batch_size: int = 16,
-    pool_kernel: int = 21,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Anomaly-probability maps (N, size, size) and image scores (N,) for ``image_paths``."""
-    return predict_tensor(model, load_images(image_paths, size), batch_size, pool_kernel)
