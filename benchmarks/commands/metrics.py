@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
-from anobench.benchmarks.metrics.api import KID_REFERENCES, compute_generation_metrics, parse_metrics
+from anobench.benchmarks.metrics.api import (
+    KID_REFERENCES,
+    compute_generation_metrics,
+    json_safe,
+    parse_metrics,
+)
 from anobench.benchmarks.metrics.defaults import (
     DEFAULTS,
     IC_LPIPS_VARIANTS,
@@ -76,17 +80,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     p.set_defaults(handler=metrics)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN -> None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
