@@ -159,6 +159,7 @@ def fit_detector(
     if not train_good:
         raise DownstreamInputError(f"detector {config.name}: needs normal training images; none were given")
     torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - anomalib's sparse random projection draws from numpy's global RNG
     device = resolve_device(config.device)
     model = _build_model(config).to(device)
     train = load_images(train_good, config.image_size)

@@ -1,4 +1,4 @@
-"""``anobench inspect DIR``: mask-quality table and sample grid of a generated set."""
+"""``anobench inspect DIR``: mask-quality table, saved per-pair scores per type and a sample grid."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from anobench.benchmarks.metrics.api import json_safe
+from anobench.benchmarks.metrics.defaults import PER_PAIR_METRICS
+from anobench.benchmarks.metrics.pair_quality import score_summary
 from anobench.benchmarks.pipeline import object_foregrounds
 from anobench.benchmarks.tables import format_table
 from anobench.generation.format import read_generated_set
@@ -41,13 +44,20 @@ def run(args: argparse.Namespace) -> int:
     figure = quality_figure(
         generated, args.out or args.root / "inspect.png", args.per_defect, title=str(args.root)
     )
+    scores = [r for r in score_summary(args.root) if not args.category or r["category"] == args.category]
     if args.json:
-        print(json.dumps({"root": str(args.root), "figure": str(figure), "defects": rows}, indent=2))
+        payload = {"root": str(args.root), "figure": str(figure), "defects": rows, "pair_scores": scores}
+        print(json.dumps(json_safe(payload), indent=2))
         return 0
     table = [{**r, "components": "/".join(str(r["components"][b]) for b in COMPONENT_BINS)} for r in rows]  # type: ignore[index]
     print(format_table(table, COLUMNS))
     print(
         f"components: masks with {'/'.join(COMPONENT_BINS)} connected components; areas are image fractions"
     )
+    if scores:
+        print(
+            format_table(json_safe(scores), ["category", "defect", "n_scored", *PER_PAIR_METRICS], digits=4)
+        )
+        print("per-pair scores (means per type) from scores.jsonl (anobench metrics SET --pairs)")
     print(f"figure: {figure}")
     return 0

@@ -1,4 +1,8 @@
-"""``anobench metrics``: IS, IC-LPIPS and KID (FID optional) of any generated set, ours or imported."""
+"""``anobench metrics``: IS, IC-LPIPS and KID (FID optional) of any generated set, ours or imported.
+
+``--pairs`` (or pair metric names in ``--metrics``) adds the offline per-pair quality of
+:mod:`anobench.benchmarks.metrics.pair_quality`, saved to ``SET/scores.jsonl`` for ``anobench filter``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
+from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.metrics.api import (
     KID_REFERENCES,
     compute_generation_metrics,
@@ -17,14 +22,19 @@ from anobench.benchmarks.metrics.api import (
 from anobench.benchmarks.metrics.defaults import (
     DEFAULTS,
     IC_LPIPS_VARIANTS,
+    KEY_N_GENERATED,
     KEY_OVERALL,
     KEY_PER_CATEGORY,
     KEY_PER_TYPE,
+    KEY_REFERENCE,
     KEY_SETTINGS,
     KEY_UNAVAILABLE,
     KEY_WEIGHTS,
     METRIC_NAMES,
+    PAIR_DEFAULTS,
+    PAIR_METRIC_NAMES,
 )
+from anobench.benchmarks.metrics.pair_quality import compute_pair_quality
 from anobench.benchmarks.pipeline import write_json
 from anobench.benchmarks.tables import format_table
 
@@ -32,7 +42,8 @@ from anobench.benchmarks.tables import format_table
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``metrics`` sub-command."""
     p = subparsers.add_parser("metrics", help="generation quality: IS, IC-LPIPS, KID (FID) per type/category")
-    p.add_argument("--generated", required=True, type=Path, help="generated set (<cat>/<defect>/image/*.png)")
+    p.add_argument("set", nargs="?", type=Path, help="generated set (same as --generated)")
+    p.add_argument("--generated", type=Path, help="generated set (<cat>/<defect>/image/*.png)")
     p.add_argument(
         "--dataset", required=True, type=Path, help="the MVTec-layout dataset it was generated from"
     )
@@ -42,7 +53,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics",
         help=f"comma-separated, from {','.join(METRIC_NAMES)} "
-        f"(default {','.join(DEFAULTS['metrics'])}; IS/KID then degrade to 'unavailable' offline)",
+        f"(default {','.join(DEFAULTS['metrics'])}; IS/KID then degrade to 'unavailable' offline) "
+        f"and the per-pair ones {','.join(PAIR_METRIC_NAMES)}",
+    )
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help=f"add the offline per-pair quality ({','.join(PAIR_DEFAULTS['metrics'])}), "
+        "saved to SET/scores.jsonl",
+    )
+    p.add_argument(
+        "--detector-cache", type=Path, help="fitted detectors (default ~/.cache/anobench/detectors)"
+    )
+    p.add_argument(
+        "--o2mag-weights", type=Path, help="torchvision's inception_v3_google-0cc3c7bd.pth (kid_o2mag)"
     )
     p.add_argument(
         "--ic-lpips-variant",
@@ -95,14 +119,84 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return json_safe(rows)
 
 
+def pair_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per type, category and overall: the generated set's row, then the held-out real anomalies' row."""
+    ref = result[KEY_REFERENCE]
+    rows = []
+    for cat, types in result[KEY_PER_TYPE].items():
+        for defect, row in types.items():
+            rows.append(
+                {"category": cat, "defect": defect, "of": "generated", "n": row[KEY_N_GENERATED], **row}
+            )
+            real = ref[KEY_PER_TYPE][cat].get(defect, {})
+            rows.append({"category": cat, "defect": defect, "of": "real", "n": real.get("n_real"), **real})
+        for name, source in (("generated", result), ("real", ref)):
+            rows.append({"category": cat, "defect": "(mean)", "of": name, **source[KEY_PER_CATEGORY][cat]})
+    for name, source in (("generated", result), ("real", ref)):
+        rows.append({"category": "overall", "defect": "", "of": name, **source[KEY_OVERALL]})
+    return json_safe(rows)
+
+
+def split_metric_names(
+    text: str | None, pairs: bool
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """``--metrics``/``--pairs`` -> (generation metrics or None for none, pair metrics or None for none)."""
+    if text is None:
+        return tuple(DEFAULTS["metrics"]), (tuple(PAIR_DEFAULTS["metrics"]) if pairs else None)  # type: ignore[arg-type]
+    names = [n.strip().lower().replace("-", "_") for n in text.split(",") if n.strip()]
+    pair_names = [n for n in names if n in PAIR_METRIC_NAMES]
+    generation = [n for n in names if n not in PAIR_METRIC_NAMES]
+    if pairs and not pair_names:
+        pair_names = list(PAIR_DEFAULTS["metrics"])  # type: ignore[call-overload]
+    return (parse_metrics(generation) if generation else None), (tuple(pair_names) or None)
+
+
+def print_pair_quality(result: dict[str, Any]) -> None:
+    """The per-pair quality table: generated vs held-out real, per type, category and overall."""
+    names = [m for m in result[KEY_SETTINGS]["metrics"] if m not in result[KEY_UNAVAILABLE]]
+    print(format_table(pair_rows(result), ["category", "defect", "of", "n", *names], digits=4))
+    print(
+        f"per-pair scores: {result[KEY_SETTINGS]['scores_file']}; features: "
+        f"{result[KEY_SETTINGS]['feature_layer']}; detector {result[KEY_SETTINGS]['detector']['row']}"
+    )
+    for name, reason in result[KEY_UNAVAILABLE].items():
+        print(f"{name}: unavailable: {reason}")
+
+
 def metrics(args: argparse.Namespace) -> int:
     """Compute and print (table or JSON)."""
+    generated = args.generated or args.set
+    if generated is None:
+        raise UserError("metrics: give the generated set (anobench metrics SET --dataset DATA)")
+    generation_names, pair_names = split_metric_names(args.metrics, args.pairs)
+    pair_result = None
+    if pair_names:
+        pair_result = compute_pair_quality(
+            generated,
+            args.dataset,
+            args.categories,
+            metrics=pair_names if args.metrics else None,
+            split_preset=args.split,
+            seed=args.seed,
+            cache_dir=args.detector_cache,
+            weights_cache=args.weights_cache,
+            o2mag_weights=args.o2mag_weights,
+        )
+    if generation_names is None:
+        safe = json_safe(pair_result)
+        if args.out:
+            write_json(args.out, safe)
+        if args.json:
+            print(json.dumps(safe, indent=2))
+        else:
+            print_pair_quality(pair_result)  # type: ignore[arg-type]
+        return 0
     result = compute_generation_metrics(
-        args.generated,
+        generated,
         args.dataset,
         args.categories,
         split_preset=args.split,
-        metrics=parse_metrics(args.metrics),
+        metrics=generation_names if args.metrics else None,
         variant=args.ic_lpips_variant,
         seed=args.seed,
         inception_weights=args.inception_weights,
@@ -111,6 +205,8 @@ def metrics(args: argparse.Namespace) -> int:
         kid_reference=args.kid_reference,
         batch_size=args.batch_size,
     )
+    if pair_result is not None:
+        result["pair_quality"] = pair_result
     safe = json_safe(result)
     if args.out:
         write_json(args.out, safe)
@@ -130,4 +226,6 @@ def metrics(args: argparse.Namespace) -> int:
         by_reason.setdefault(reason, []).append(name)
     for reason, names_out in by_reason.items():
         print(f"{', '.join(names_out)}: unavailable: {reason}")
+    if pair_result is not None:
+        print_pair_quality(pair_result)
     return 0

@@ -113,6 +113,22 @@ def write_scores(root: str | Path, records: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
+def score_summary(root: str | Path) -> list[dict[str, Any]]:
+    """Per (category, defect): pairs scored and the mean of each per-pair metric in ``scores.jsonl``."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rec in read_scores(root).values():
+        groups.setdefault((str(rec["category"]), str(rec["defect"])), []).append(rec)
+    return [
+        {
+            "category": cat,
+            "defect": defect,
+            "n_scored": len(recs),
+            **{m: _mean([math.nan if r.get(m) is None else r[m] for r in recs]) for m in PER_PAIR_METRICS},
+        }
+        for (cat, defect), recs in sorted(groups.items())
+    ]
+
+
 def _mean(values: Sequence[float]) -> float:
     kept = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(kept)) if kept else math.nan
