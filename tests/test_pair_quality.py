@@ -127,6 +127,7 @@ def test_the_detector_fit_repeats_with_the_same_seed(nut_split):
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow  # two full scorings of a small set: about 80 s on 2 loaded cores
 def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_repeat(
     nut_split, tmp_path, cache
 ):
@@ -156,6 +157,7 @@ def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_r
     assert first["overall"] == second["overall"]
 
 
+@pytest.mark.slow  # every default metric on two pairs (one detector fit when run alone)
 def test_kid_o2mag_is_unavailable_offline_and_never_downloaded(tmp_path, nut_split, cache):
     with pytest.raises(WeightsUnavailableError, match="never downloaded"):
         resolve_o2mag_weights(tmp_path / "missing.pth")
