@@ -144,6 +144,12 @@ def split_metric_names(
     if text is None:
         return tuple(DEFAULTS["metrics"]), (tuple(PAIR_DEFAULTS["metrics"]) if pairs else None)  # type: ignore[arg-type]
     names = [n.strip().lower().replace("-", "_") for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PAIR_METRIC_NAMES and n not in METRIC_NAMES]
+    if unknown or not names:
+        raise UserError(
+            f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from: "
+            f"{', '.join(METRIC_NAMES + PAIR_METRIC_NAMES)}"
+        )
     pair_names = [n for n in names if n in PAIR_METRIC_NAMES]
     generation = [n for n in names if n not in PAIR_METRIC_NAMES]
     if pairs and not pair_names:
@@ -175,7 +181,7 @@ def metrics(args: argparse.Namespace) -> int:
             generated,
             args.dataset,
             args.categories,
-            metrics=pair_names if args.metrics else None,
+            metrics=None if pair_names == tuple(PAIR_DEFAULTS["metrics"]) else pair_names,  # type: ignore[arg-type]
             split_preset=args.split,
             seed=args.seed,
             cache_dir=args.detector_cache,
