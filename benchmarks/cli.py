@@ -26,6 +26,7 @@ COMMANDS = (
     "generate",
     "import",
     "inspect",
+    "filter",
     "report",
     "check",
     "score",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -151,24 +152,14 @@ def _normalise(images: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def run_detector(
-    config: DetectorConfig,
-    train_good: Sequence[Path],
-    split: HeldOutSplit,
-    *,
-    pixel_f1: str = "exact",
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Fit a detector on ``train_good`` and score its maps on ``split`` (at the split's resolution).
-
-    Returns:
-        ``metrics`` (named keys), ``per_defect``, ``detector``, ``backbone``, ``backbone_weights``
-        (provenance label) and ``row`` (the table row name).
-    """
+def fit_detector(
+    config: DetectorConfig, train_good: Sequence[Path], *, seed: int = 0, progress: bool = True
+) -> torch.nn.Module:
+    """Fit a detector on ``train_good`` (features collected, then coreset / Gaussian); in eval mode."""
     if not train_good:
         raise DownstreamInputError(f"detector {config.name}: needs normal training images; none were given")
     torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - anomalib's sparse random projection draws from numpy's global RNG
     device = resolve_device(config.device)
     model = _build_model(config).to(device)
     train = load_images(train_good, config.image_size)
@@ -185,20 +176,62 @@ def run_detector(
             model.subsample_embedding(sampling_ratio=config.coreset_sampling_ratio)
     else:
         model.fit()
-    model.eval()
-    size = split.masks.shape[-1]
-    test = split.images
-    if test.shape[-1] != config.image_size:
-        test = F.interpolate(test.float(), size=config.image_size, mode="bilinear", align_corners=False)
-        test = test.round().clamp(0, 255).to(torch.uint8)
+    return model.eval()
+
+
+def fitted_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What fitting learned (PatchCore's memory bank, PaDiM's Gaussian), without the fixed backbone."""
+    return {
+        name: buf.detach().cpu().contiguous()
+        for name, buf in model.named_buffers()
+        if not name.startswith("feature_extractor.")
+    }
+
+
+def restore_detector(config: DetectorConfig, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A fitted detector from :func:`fitted_state` (buffers replaced whatever their fitted shape)."""
+    model = _build_model(config)
+    for name, value in state.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, value)
+    return model.to(resolve_device(config.device)).eval()
+
+
+def detector_maps(
+    model: torch.nn.Module, config: DetectorConfig, images: torch.Tensor, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly maps (N, size, size) and image scores (N,) of uint8 images (N, 3, H, W)."""
+    if images.shape[-1] != config.image_size:
+        images = F.interpolate(images.float(), size=config.image_size, mode="bilinear", align_corners=False)
+        images = images.round().clamp(0, 255).to(torch.uint8)
+    device = next(model.parameters()).device
     maps, scores = [], []
     with torch.no_grad():
-        for start in range(0, len(test), config.batch_size):
-            out = model(_normalise(test[start : start + config.batch_size], config).to(device))
+        for start in range(0, len(images), config.batch_size):
+            out = model(_normalise(images[start : start + config.batch_size], config).to(device))
             amap = out.anomaly_map.reshape(-1, 1, *out.anomaly_map.shape[-2:]).float()
             maps.append(F.interpolate(amap, size=size, mode="bilinear", align_corners=False)[:, 0].cpu())
             scores.append(out.pred_score.reshape(-1).float().cpu())
-    maps_np, scores_np = torch.cat(maps).numpy(), torch.cat(scores).numpy()
+    return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+
+
+def run_detector(
+    config: DetectorConfig,
+    train_good: Sequence[Path],
+    split: HeldOutSplit,
+    *,
+    pixel_f1: str = "exact",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit a detector on ``train_good`` and score its maps on ``split`` (at the split's resolution).
+
+    Returns:
+        ``metrics`` (named keys), ``per_defect``, ``detector``, ``backbone``, ``backbone_weights``
+        (provenance label) and ``row`` (the table row name).
+    """
+    model = fit_detector(config, train_good, seed=seed, progress=progress)
+    maps_np, scores_np = detector_maps(model, config, split.images, split.masks.shape[-1])
     return {
         "metrics": split.score(maps_np, scores_np, pixel_f1),
         "per_defect": split.score_per_defect(maps_np, scores_np),

@@ -44,7 +44,7 @@ TINY = [
     "genmetrics.metrics=[is,ic_lpips,kid,fid]", "genmetrics.ic_lpips_variant=dfmgan",
 ]  # fmt: skip
 # genmetrics: each defect's mask statistics row sits under this key of its per-defect block
-# (benchmarks/pipeline.py), next to its category/defect labels (strings).
+# (benchmarks/runner/stages.py), next to its category/defect labels (strings).
 MASK_ROW = "mask"
 
 

@@ -1,4 +1,4 @@
-"""``anobench inspect DIR``: mask-quality table and sample grid of a generated set."""
+"""``anobench inspect DIR``: mask-quality table, saved per-pair scores per type and a sample grid."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.categories import object_foregrounds
+from anobench.benchmarks.metrics.api import json_safe
 from anobench.benchmarks.metrics.catalogue import MASKS, PER_DEFECT, format_row, written_by
+from anobench.benchmarks.metrics.defaults import PER_PAIR_METRICS
+from anobench.benchmarks.metrics.pair_quality import score_summary
 from anobench.benchmarks.runner.stage_names import GENMETRICS
 from anobench.benchmarks.tables import format_table
 from anobench.generation.format import read_generated_set
@@ -48,10 +51,17 @@ def run(args: argparse.Namespace) -> int:
     figure = quality_figure(
         generated, args.out or args.root / "inspect.png", args.per_defect, title=str(args.root)
     )
+    scores = [r for r in score_summary(args.root) if not args.category or r["category"] == args.category]
     if args.json:
-        print(json.dumps({"root": str(args.root), "figure": str(figure), "defects": rows}, indent=2))
+        payload = {"root": str(args.root), "figure": str(figure), "defects": rows, "pair_scores": scores}
+        print(json.dumps(json_safe(payload), indent=2))
         return 0
     print(format_table([format_row(r) for r in rows], COLUMNS))
     print(f"components: masks with {'/'.join(COMPONENT_BINS)} connected components; areas in % of the image")
+    if scores:
+        print(
+            format_table(json_safe(scores), ["category", "defect", "n_scored", *PER_PAIR_METRICS], digits=4)
+        )
+        print("per-pair scores (means per type) from scores.jsonl (anobench metrics SET --pairs)")
     print(f"figure: {figure}")
     return 0

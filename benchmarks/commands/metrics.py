@@ -1,17 +1,26 @@
-"""``anobench metrics``: IS, IC-LPIPS and KID (FID optional) of any generated set, ours or imported."""
+"""``anobench metrics``: IS, IC-LPIPS and KID (FID optional) of any generated set, ours or imported.
+
+``--pairs`` (or pair metric names in ``--metrics``) adds the offline per-pair quality of
+:mod:`anobench.benchmarks.metrics.pair_quality`, saved to ``SET/scores.jsonl`` for ``anobench filter``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
+from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.io import write_json
-from anobench.benchmarks.metrics.api import KID_REFERENCES, compute_generation_metrics, parse_metrics
+from anobench.benchmarks.metrics.api import (
+    KID_REFERENCES,
+    compute_generation_metrics,
+    json_safe,
+    parse_metrics,
+)
 from anobench.benchmarks.metrics.catalogue import format_row
 from anobench.benchmarks.metrics.defaults import (
     DEFAULTS,
@@ -20,18 +29,23 @@ from anobench.benchmarks.metrics.defaults import (
     KEY_OVERALL,
     KEY_PER_CATEGORY,
     KEY_PER_TYPE,
+    KEY_REFERENCE,
     KEY_SETTINGS,
     KEY_UNAVAILABLE,
     KEY_WEIGHTS,
     METRIC_NAMES,
+    PAIR_DEFAULTS,
+    PAIR_METRIC_NAMES,
 )
+from anobench.benchmarks.metrics.pair_quality import compute_pair_quality
 from anobench.benchmarks.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``metrics`` sub-command."""
     p = subparsers.add_parser("metrics", help="generation quality: IS, IC-LPIPS, KID (FID) per type/category")
-    p.add_argument("--generated", required=True, type=Path, help="generated set (<cat>/<defect>/image/*.png)")
+    p.add_argument("set", nargs="?", type=Path, help="generated set (same as --generated)")
+    p.add_argument("--generated", type=Path, help="generated set (<cat>/<defect>/image/*.png)")
     p.add_argument(
         "--dataset", required=True, type=Path, help="the dataset it was generated from (any layout)"
     )
@@ -41,7 +55,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics",
         help=f"comma-separated, from {','.join(METRIC_NAMES)} "
-        f"(default {','.join(DEFAULTS['metrics'])}; IS/KID then degrade to 'unavailable' offline)",
+        f"(default {','.join(DEFAULTS['metrics'])}; IS/KID then degrade to 'unavailable' offline) "
+        f"and the per-pair ones {','.join(PAIR_METRIC_NAMES)}",
+    )
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help=f"add the offline per-pair quality ({','.join(PAIR_DEFAULTS['metrics'])}), "
+        "saved to SET/scores.jsonl",
+    )
+    p.add_argument(
+        "--detector-cache", type=Path, help="fitted detectors (default ~/.cache/anobench/detectors)"
+    )
+    p.add_argument(
+        "--o2mag-weights", type=Path, help="torchvision's inception_v3_google-0cc3c7bd.pth (kid_o2mag)"
     )
     p.add_argument(
         "--ic-lpips-variant",
@@ -82,17 +109,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=metrics)
 
 
-def json_safe(value: Any) -> Any:
-    """NaN -> None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per defect type, then per category, then overall."""
     names = [m for m in result[KEY_SETTINGS]["metrics"] if m not in result[KEY_UNAVAILABLE]]
@@ -111,14 +127,92 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return json_safe(rows)
 
 
+def pair_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per type, category and overall: the generated set's row, then the held-out real anomalies' row."""
+    ref = result[KEY_REFERENCE]
+    rows = []
+    for cat, types in result[KEY_PER_TYPE].items():
+        for defect, row in types.items():
+            rows.append(
+                {"category": cat, "defect": defect, "of": "generated", "n": row[KEY_N_GENERATED], **row}
+            )
+            real = ref[KEY_PER_TYPE][cat].get(defect, {})
+            rows.append({"category": cat, "defect": defect, "of": "real", "n": real.get("n_real"), **real})
+        for name, source in (("generated", result), ("real", ref)):
+            rows.append({"category": cat, "defect": "(mean)", "of": name, **source[KEY_PER_CATEGORY][cat]})
+    for name, source in (("generated", result), ("real", ref)):
+        rows.append({"category": "overall", "defect": "", "of": name, **source[KEY_OVERALL]})
+    return json_safe(rows)
+
+
+def split_metric_names(
+    text: str | None, pairs: bool
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """``--metrics``/``--pairs`` -> (generation metrics or None for none, pair metrics or None for none)."""
+    if text is None:
+        return tuple(DEFAULTS["metrics"]), (tuple(PAIR_DEFAULTS["metrics"]) if pairs else None)  # type: ignore[arg-type]
+    names = [n.strip().lower().replace("-", "_") for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PAIR_METRIC_NAMES and n not in METRIC_NAMES]
+    if unknown or not names:
+        raise UserError(
+            f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from: "
+            f"{', '.join(METRIC_NAMES + PAIR_METRIC_NAMES)}"
+        )
+    pair_names = [n for n in names if n in PAIR_METRIC_NAMES]
+    generation = [n for n in names if n not in PAIR_METRIC_NAMES]
+    if pairs and not pair_names:
+        pair_names = list(PAIR_DEFAULTS["metrics"])  # type: ignore[call-overload]
+    return (parse_metrics(generation) if generation else None), (tuple(pair_names) or None)
+
+
+def print_pair_quality(result: dict[str, Any]) -> None:
+    """The per-pair quality table: generated vs held-out real, per type, category and overall."""
+    names = [m for m in result[KEY_SETTINGS]["metrics"] if m not in result[KEY_UNAVAILABLE]]
+    print(format_table(pair_rows(result), ["category", "defect", "of", "n", *names], digits=4))
+    print(
+        f"per-pair scores: {result[KEY_SETTINGS]['scores_file']}; features: "
+        f"{result[KEY_SETTINGS]['feature_layer']}; detector {result[KEY_SETTINGS]['detector']['row']}"
+    )
+    for name, reason in result[KEY_UNAVAILABLE].items():
+        print(f"{name}: unavailable: {reason}")
+
+
 def metrics(args: argparse.Namespace) -> int:
     """Compute and print (table or JSON)."""
+    generated = args.generated or args.set
+    if generated is None:
+        raise UserError("metrics: give the generated set (anobench metrics SET --dataset DATA)")
+    generation_names, pair_names = split_metric_names(args.metrics, args.pairs)
+    pair_result = None
+    if pair_names:
+        pair_result = compute_pair_quality(
+            generated,
+            args.dataset,
+            args.categories,
+            metrics=None if pair_names == tuple(PAIR_DEFAULTS["metrics"]) else pair_names,  # type: ignore[arg-type]
+            split_preset=args.split,
+            seed=args.seed,
+            cache_dir=args.detector_cache,
+            weights_cache=args.weights_cache,
+            o2mag_weights=args.o2mag_weights,
+            format=args.format,
+            resolution=args.resolution,
+        )
+    if generation_names is None:
+        safe = json_safe(pair_result)
+        if args.out:
+            write_json(args.out, safe)
+        if args.json:
+            print(json.dumps(safe, indent=2))
+        else:
+            print_pair_quality(pair_result)  # type: ignore[arg-type]
+        return 0
     result = compute_generation_metrics(
-        args.generated,
+        generated,
         args.dataset,
         args.categories,
         split_preset=args.split,
-        metrics=parse_metrics(args.metrics),
+        metrics=generation_names if args.metrics else None,
         variant=args.ic_lpips_variant,
         seed=args.seed,
         inception_weights=args.inception_weights,
@@ -129,6 +223,8 @@ def metrics(args: argparse.Namespace) -> int:
         format=args.format,
         resolution=args.resolution,
     )
+    if pair_result is not None:
+        result["pair_quality"] = pair_result
     safe = json_safe(result)
     if args.out:
         write_json(args.out, safe)
@@ -149,4 +245,6 @@ def metrics(args: argparse.Namespace) -> int:
         by_reason.setdefault(reason, []).append(name)
     for reason, names_out in by_reason.items():
         print(f"{', '.join(names_out)}: unavailable: {reason}")
+    if pair_result is not None:
+        print_pair_quality(pair_result)
     return 0

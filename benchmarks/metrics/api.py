@@ -76,6 +76,17 @@ def aggregate(per_type: dict[str, dict[str, dict[str, Any]]], metrics: Sequence[
     return per_category, overall
 
 
+def json_safe(value: Any) -> Any:
+    """NaN -> None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def parse_metrics(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``"is,kid"`` -> ``("is", "kid")``; None stays None (the default set)."""
     if text is None:

