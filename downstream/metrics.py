@@ -142,6 +142,12 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return auroc_from_curve(tps, fps)
 
 
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision (equals ``sklearn.metrics.average_precision_score``)."""
+    tps, fps, _ = binary_curve(scores, labels)
+    _require_both_classes(tps, fps, "AP")
+    return ap_from_curve(tps, fps)
+
 def f1max(scores: np.ndarray, labels: np.ndarray, mode: str = "exact") -> float:
     """F1-max in ``mode`` ``exact`` (every distinct score) or ``grid-0.05`` (the reference grid)."""
     if mode not in F1_MODES:
