@@ -31,6 +31,7 @@ COMMANDS = (
     "score",
     "metrics",
     "weights",
+    "dualanodiff",
 )
 
 
