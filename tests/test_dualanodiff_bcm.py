@@ -33,15 +33,28 @@ def test_gradient_checkpointing_gives_the_same_gradients(bcm):
         torch.testing.assert_close(checked[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_processors_keep_no_call_state():
-    model, _ = tiny_model(bcm=True)
-    before = {n: dict(vars(p)) for n, p in model.unet.attn_processors.items()}
+def test_bcm_pass_state_lives_in_the_call():
+    from anobench.generation.dualanodiff.attention import BackgroundStore
+
+    model, _, _ = golden_model(True)
+    unet = model.unet
+    assert all(p.layer == n for n, p in unet.attn_processors.items())
     latents, t = _inputs()
+    embeds = _embeds(model)
     with torch.no_grad():
-        model(latents, t, _embeds(model), torch.randn(2, 4, 8, 8))
-    after = {n: dict(vars(p)) for n, p in model.unet.attn_processors.items()}
-    assert {n: sorted(v) for n, v in before.items()} == {n: sorted(v) for n, v in after.items()}
-    assert all(p.layer == n for n, p in model.unet.attn_processors.items())
+        stores = []
+        for seed in (1, 2):  # two write passes, then two reads: each read sees its own store only
+            store = BackgroundStore(write=True)
+            bg = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+            unet(bg, t[::2], embeds[::2], cross_attention_kwargs={"bcm": store})
+            stores.append(store)
+        reads = [unet(latents, t, embeds, cross_attention_kwargs={"bcm": s.reading()}).sample for s in stores]
+        first_bg = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+        direct = model(latents, t, embeds, first_bg)
+    n_bcm = sum(p.bcm is not None for p in unet.attn_processors.values())
+    assert all(len(s.features) == n_bcm for s in stores)
+    torch.testing.assert_close(reads[0], direct, rtol=0, atol=0)
+    assert not torch.allclose(reads[0], reads[1])
 
 
 def test_released_defaults_per_variant_and_category():
