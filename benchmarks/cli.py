@@ -32,6 +32,7 @@ COMMANDS = (
     "score",
     "metrics",
     "weights",
+    "dualanodiff",
 )
 
 

@@ -45,7 +45,7 @@ class DataConfig:
 
     root: str | None = None  # None: the embedded synthetic dataset
     categories: list[str] | None = None  # None: every category found
-    split: str = "strict"  # strict | dualanodiff-official
+    split: str = "strict"  # strict | dualanodiff-official | dualanodiff-bcm-official
     synthetic_seed: int = 0
     cache_dir: str = "~/.cache/anobench"
     format: str | None = None  # dataset layout (`anobench data formats`); None: detected from the folder

@@ -11,7 +11,8 @@ import torch
 
 from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 
-GOLDEN = Path(__file__).parent / "data" / "dualanodiff_golden.npz"  # samples before the pipeline refactor
+GOLDEN = Path(__file__).parent / "data" / "dualanodiff_golden.npz"  # pre-refactor samples (BCM: re-recorded
+# when the condition latent became a sample with independent noise per CFG half, as released)
 
 TINY = {
     "pretrained_model_name_or_path": None,

@@ -59,6 +59,26 @@ def test_official_reports_the_overlap(tmp_path):
     assert manifest.overlap_count == 1
 
 
+@pytest.mark.parametrize(
+    ("n", "bcm"), [(3, 1), (9, 3), (10, 4), (12, 4), (17, 6), (18, 6), (22, 8), (30, 10)]
+)
+def test_bcm_official_is_ceil_of_a_third(n, bcm):
+    # the released BCM script: num//3 + 1 when num % 3 else num//3 (tests N, unlike the plain one)
+    assert fewshot_count(n, "dualanodiff-bcm-official") == bcm
+
+
+def test_bcm_official_reports_the_overlap(tmp_path):
+    manifest = make_split(
+        _fake_category(tmp_path, {"crack": 22, "hole": 9, "cut": 10}), "dualanodiff-bcm-official"
+    )
+    crack, cut = manifest.defects["crack"], manifest.defects["cut"]
+    assert [e["image"] for e in crack.fewshot] == [f"test/crack/{i:03d}.png" for i in range(8)]  # sorted
+    assert crack.overlap == ["test/crack/007.png"] and cut.overlap == ["test/cut/003.png"]
+    assert manifest.defects["hole"].overlap == [] and manifest.overlap_count == 2
+    written = json.loads(manifest.write(tmp_path / "m.json").read_text())
+    assert written["preset"] == "dualanodiff-bcm-official" and written["overlap_count"] == 2
+
+
 def test_overlap_check_fails_loudly_for_strict(tmp_path):
     manifest = make_split(_fake_category(tmp_path, {"crack": 22}), "dualanodiff-official")
     manifest.preset = "strict"

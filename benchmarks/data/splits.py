@@ -7,11 +7,14 @@ For each defect type with N real anomalies (sorted by file index):
 * ``dualanodiff-official``: the released DualAnoDiff training code's rounding, n = N//3, plus one
   if n % 3 != 0; the evaluation still starts at index N//3, so one image can be in both sets.
   The overlap is listed in the manifest and reported.
+* ``dualanodiff-bcm-official``: the released BCM training script's rounding, n = ceil(N/3), with
+  the same evaluation start (overlap reported). The release takes the first n of an unsorted
+  ``os.listdir``; we take the first n by file index, so the files can differ from the release's.
 
 Example:
     >>> from anobench.benchmarks.data.splits import fewshot_count
-    >>> fewshot_count(22, "strict"), fewshot_count(22, "dualanodiff-official")
-    (7, 8)
+    >>> [fewshot_count(n, p) for p in SPLIT_PRESETS for n in (18, 22)]
+    [6, 7, 6, 8, 6, 8]
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from anobench.benchmarks.data.mvtec import CategoryData, DefectSample
 from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.io import safe_name, write_json
 
-SPLIT_PRESETS = ("strict", "dualanodiff-official")
+SPLIT_PRESETS = ("strict", "dualanodiff-official", "dualanodiff-bcm-official")
 
 
 def manifest_name(category: str, preset: str) -> str:
@@ -39,11 +42,13 @@ def fewshot_count(n_total: int, preset: str) -> int:
         return n
     if preset == "dualanodiff-official":
         return n + 1 if n % 3 != 0 else n
+    if preset == "dualanodiff-bcm-official":
+        return -(-n_total // 3)
     raise UserError(f"unknown split preset {preset!r}; choose one of: {', '.join(SPLIT_PRESETS)}")
 
 
 def first_test_index(n_total: int) -> int:
-    """Index of the first test anomaly (both presets: floor(N/3), as the reference evaluation)."""
+    """Index of the first test anomaly (every preset: floor(N/3), as the reference evaluation)."""
     return n_total // 3
 
 

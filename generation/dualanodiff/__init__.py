@@ -6,7 +6,8 @@ trainable wrapper), ``components`` (the frozen base: loading SD, building the sm
 sampling schedulers), ``offline_base`` (training and caching the offline base), ``data`` (few-shot
 pairs), ``trainer`` (the dual fine-tune loop and its checkpoints), ``train`` (the ``accelerate launch``
 entry point), ``pipeline`` (the diffusers sampling pipeline), ``masks`` and ``u2net`` (mask
-extraction), ``config``, ``generator`` (the registered generators).
+extraction), ``config``, ``generator`` (the registered generators), ``convert`` (the released
+checkpoints).
 Only ``generator`` and ``config`` are imported here; they import torch/diffusers lazily.
 """
 

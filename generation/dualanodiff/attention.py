@@ -22,20 +22,40 @@ in the following "read" pass the whole branch's ``attn1`` key/value source becom
 ``(1 - a) * H + a * MLP(h_bg)`` with ``MLP = Linear(C, 320) -> Linear(320, C)`` (no activation)
 and a learnable scalar ``a`` initialised to 0, exactly as the released code (a third-party note's
 "initialised to 0.1" contradicts the code).
+
+The processors hold no per-call Python state: the pass (write or read) and the stored background
+inputs travel in the UNet call as ``cross_attention_kwargs={"bcm": BackgroundStore(...)}`` (as the
+released code passes ``mode`` and ``ref_dict``), so gradient checkpointing recomputes a block
+exactly as it first ran and ``torch.compile`` sees no mutable module attributes.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Processor modes: the normal dual forward, the BCM write pass (background, branch 0 only).
-DUAL, WRITE = "dual", "write"
 PROJECTIONS = ("q", "k", "v", "out")
+
+
+@dataclass
+class BackgroundStore:
+    """The BCM state of one noise prediction, passed to the processors through the UNet call.
+
+    ``write=True``: the write pass (branch-0 LoRA, no SAIM); every BCM ``attn1`` stores its input in
+    ``features`` under its layer name. ``write=False``: the read pass blends them in. The same
+    ``features`` dict serves both passes (and their recomputation under gradient checkpointing).
+    """
+
+    write: bool
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def reading(self) -> BackgroundStore:
+        """The read-pass store over the same features."""
+        return BackgroundStore(write=False, features=self.features)
 
 
 class LoRALinear(nn.Module):
@@ -128,8 +148,7 @@ class DualBranchAttnProcessor(nn.Module):
         self.lora = nn.ModuleList([BranchLoRA(hidden_size, context_size, rank) for _ in range(2)])
         self.saim = CrossBranchAttention(hidden_size) if coupling else None
         self.bcm = BackgroundCompensation(hidden_size, bcm_hidden) if bcm else None
-        self.mode = DUAL
-        self.background: torch.Tensor | None = None  # attn1 input stored by the BCM write pass
+        self.layer = ""  # the processor's name in the UNet (set at install): its BCM store key
 
     def _lora(self, name: str, x: torch.Tensor, branch0_only: bool) -> torch.Tensor:
         """The LoRA update of projection ``name`` for each sample's branch."""
@@ -139,6 +158,21 @@ class DualBranchAttnProcessor(nn.Module):
         out = [getattr(self.lora[b], name)(pairs[:, b]) for b in range(2)]
         return torch.stack(out, dim=1).flatten(0, 1)
 
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        bcm: BackgroundStore | None = None,
+    ) -> torch.Tensor:
+        """``nn.Module.__call__`` with named arguments.
+
+        diffusers passes a processor only the ``cross_attention_kwargs`` its ``__call__`` names.
+        """
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, bcm)
+
     def forward(
         self,
         attn: Any,
@@ -146,9 +180,13 @@ class DualBranchAttnProcessor(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
+        bcm: BackgroundStore | None = None,
     ) -> torch.Tensor:
-        """Dual-branch attention of ``attn`` (a diffusers ``Attention``) on interleaved pairs."""
-        write = self.mode == WRITE
+        """Dual-branch attention of ``attn`` (a diffusers ``Attention``) on interleaved pairs.
+
+        ``bcm``: the BCM pass this call belongs to (None: a plain dual forward).
+        """
+        write = bcm is not None and bcm.write
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -171,12 +209,13 @@ class DualBranchAttnProcessor(nn.Module):
             context = encoder_hidden_states
             if attn.norm_cross:
                 context = attn.norm_encoder_hidden_states(context)
-        if write and self_attention and self.bcm is not None:
-            self.background = hidden_states
-        elif self.bcm is not None and self_attention and self.background is not None:
-            pairs = context.unflatten(0, (-1, 2))
-            whole = self.bcm(pairs[:, 0], self.background)
-            context = torch.stack([whole, pairs[:, 1]], dim=1).flatten(0, 1)
+        if bcm is not None and self.bcm is not None and self_attention:
+            if write:
+                bcm.features[self.layer] = hidden_states
+            else:
+                pairs = context.unflatten(0, (-1, 2))
+                whole = self.bcm(pairs[:, 0], bcm.features[self.layer])
+                context = torch.stack([whole, pairs[:, 1]], dim=1).flatten(0, 1)
 
         query = attn.to_q(hidden_states) + self._lora("q", hidden_states, write)
         key = attn.to_k(context) + self._lora("k", context, write)
@@ -230,6 +269,8 @@ def install_dual_processors(
             bcm=bcm and self_attention,
             bcm_hidden=bcm_hidden,
         )
+    for name, proc in processors.items():
+        proc.layer = name
     created = list(processors.values())
     unet.set_attn_processor(processors)  # pops entries from the dict: keep the list above
     device = next(unet.parameters()).device
@@ -241,22 +282,3 @@ def install_dual_processors(
 def dual_processors(unet: nn.Module) -> list[DualBranchAttnProcessor]:
     """The dual processors installed on ``unet``, in a stable order."""
     return [p for p in unet.attn_processors.values() if isinstance(p, DualBranchAttnProcessor)]
-
-
-@contextmanager
-def background_write(unet: nn.Module):
-    """Run the UNet in BCM write mode inside the block (branch-0 LoRA, no SAIM, store attn1 inputs)."""
-    procs = dual_processors(unet)
-    for p in procs:
-        p.mode = WRITE
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.mode = DUAL
-
-
-def clear_background(unet: nn.Module) -> None:
-    """Drop the stored background inputs (after the read pass)."""
-    for p in dual_processors(unet):
-        p.background = None

@@ -5,7 +5,8 @@ A light module (no torch import): the registry imports it to list the generator'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from anobench.generation.base import GeneratorConfig
 
@@ -13,6 +14,24 @@ SCHEDULERS = ("pndm", "ddim", "dpm")
 GRANULARITIES = ("defect", "category")
 MASK_EXTRACTORS = ("threshold", "u2net")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+
+#: Values of the fields left unset (None), per variant (False: plain, True: BCM), as the released
+#: scripts: ``run_mvtec_split.py`` / ``inference_mvtec_split.py`` (plain) and
+#: ``run_mvtec_split_background_control_scale.py`` / ``inference_test_tempt.py`` (BCM).
+RELEASED_DEFAULTS: dict[bool, dict[str, Any]] = {
+    False: {"train_batch_size": 4, "guidance_scale": 2.5, "num_inference_steps": 100, "flips": True},
+    True: {"train_batch_size": 2, "guidance_scale": 2.0, "num_inference_steps": 50, "flips": True},
+}
+#: Per-category overrides of :data:`RELEASED_DEFAULTS` (also for unset fields only). Plain ``cable``:
+#: no flips, the intent of the released dataset code (whose check reads the wrong variable, so the
+#: release flips cable anyway; the BCM script has no such check). BCM ``screw``: guidance 1.2 and a
+#: new background every 10 images (``inference_test_tempt.py``).
+CATEGORY_DEFAULTS: dict[bool, dict[str, dict[str, Any]]] = {
+    False: {"cable": {"flips": False}},
+    True: {"screw": {"guidance_scale": 1.2, "background_every": 10}},
+}
+#: Fields whose None means "the released value for this variant and category".
+CATEGORY_FIELDS = ("train_batch_size", "guidance_scale", "num_inference_steps", "flips", "background_every")
 
 
 @dataclass
@@ -24,8 +43,9 @@ class DualAnoDiffConfig(GeneratorConfig):
             ``stable-diffusion-v1-5/stable-diffusion-v1-5``); None or "offline" builds small
             models from configs and trains their base on the category's normal images first.
         resolution: training and sampling resolution (pixels, square).
-        train_batch_size: pairs per step; learning_rate, lr_scheduler, lr_warmup_steps,
-            adam_weight_decay, max_grad_norm, max_train_steps: the optimiser (AdamW).
+        train_batch_size: pairs per step (None: 4 plain, 2 BCM, as released).
+        learning_rate, lr_scheduler, lr_warmup_steps, adam_weight_decay, max_grad_norm,
+            max_train_steps: the optimiser (AdamW).
         rank: LoRA rank of each branch and of the text encoder.
         train_text_encoder: train the shared text-encoder LoRA.
         coupling: the cross-branch module (False: the no-SAIM ablation).
@@ -34,12 +54,15 @@ class DualAnoDiffConfig(GeneratorConfig):
             rare token when ``granularity == "category"``.
         granularity: ``defect`` (one model per defect type, the reference) or ``category``
             (one model per category, one rare token per defect type).
-        flips: random horizontal + vertical flips (same for image and mask).
+        flips: random horizontal + vertical flips (same for image and mask); None: as released
+            (on, except plain ``cable``).
         checkpointing_steps: save a resumable checkpoint every so many steps (0: never).
         gradient_checkpointing, mixed_precision: memory/speed options of the trainer.
         seed: training seed (32 in the released script).
         guidance_scale, num_inference_steps, scheduler, sample_batch_size: sampling (pairs per
-            UNet batch); the paper: 2.5, 100, PNDM.
+            UNet batch); None: as released (plain 2.5 / 100, BCM 2.0 / 50, BCM screw 1.2), PNDM.
+        background_every: BCM sampling switches the background condition every so many images
+            (None: 50, screw 10, as released).
         mask_extractor: ``threshold`` (distance from mid-grey) or ``u2net`` (needs u2net_weights).
         u2net_weights: the official ``u2net.pth`` / ``u2netp.pth`` (or a ``.safetensors`` copy).
         u2net_threshold: U2-Net masks keep normalised saliency > this (0.5 as released).
@@ -54,7 +77,7 @@ class DualAnoDiffConfig(GeneratorConfig):
 
     pretrained_model_name_or_path: str | None = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     resolution: int = 512
-    train_batch_size: int = 4
+    train_batch_size: int | None = None
     learning_rate: float = 2e-5
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
@@ -70,13 +93,14 @@ class DualAnoDiffConfig(GeneratorConfig):
     part_prompt: str = "sks"
     negative_prompt: str = ""
     granularity: str = "defect"
-    flips: bool = True
+    flips: bool | None = None
     checkpointing_steps: int = 1000
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
     seed: int = 32
-    guidance_scale: float = 2.5
-    num_inference_steps: int = 100
+    guidance_scale: float | None = None
+    num_inference_steps: int | None = None
+    background_every: int | None = None
     scheduler: str = "pndm"
     sample_batch_size: int = 4
     mask_extractor: str = "threshold"
@@ -109,8 +133,15 @@ class DualAnoDiffConfig(GeneratorConfig):
         ):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
-        for name in ("resolution", "train_batch_size", "max_train_steps", "rank", "num_inference_steps"):
-            if getattr(self, name) < 1:
+        for name in (
+            "resolution",
+            "train_batch_size",
+            "max_train_steps",
+            "rank",
+            "num_inference_steps",
+            "background_every",
+        ):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
         if self.resolution % 8:
             problems.append(f"resolution={self.resolution}: must be a multiple of 8")
@@ -120,6 +151,21 @@ class DualAnoDiffConfig(GeneratorConfig):
             problems.append("mask_extractor='u2net' needs u2net_weights=PATH (the u2net.pth file)")
         if problems:
             raise GenerationInputError(*problems)
+
+    def for_category(self, category: str) -> DualAnoDiffConfig:
+        """A copy with every unset (None) :data:`CATEGORY_FIELDS` entry filled as released.
+
+        Example:
+            >>> cfg = DualAnoDiffBCMConfig().for_category("screw")
+            >>> cfg.guidance_scale, cfg.num_inference_steps, cfg.background_every, cfg.train_batch_size
+            (1.2, 50, 10, 2)
+            >>> DualAnoDiffConfig(guidance_scale=3.0).for_category("screw").guidance_scale
+            3.0
+        """
+        values = {"background_every": 50, **RELEASED_DEFAULTS[self.bcm]}
+        values |= CATEGORY_DEFAULTS[self.bcm].get(category, {})
+        unset = {k: values[k] for k in CATEGORY_FIELDS if getattr(self, k) is None}
+        return replace(self, **unset)
 
     @property
     def offline(self) -> bool:

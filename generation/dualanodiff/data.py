@@ -6,15 +6,20 @@ the whole target is the image in [-1, 1]; the part target is ``image * mask`` in
 everything outside the mask is 0 = mid-grey. The BCM background condition is the image with its
 object foreground blacked out.
 
-The released code takes object foregrounds from U2-Net. Offline (no U2-Net weights) the object
-foreground is estimated from the category's normal images (:func:`estimate_background_colour`,
-:func:`object_foreground`): the background colour is the median of the normal images' border
-pixels and every pixel farther than a threshold from it (cleaned morphologically) is object.
-Texture categories have no object: their background condition is the whole image.
+The released code takes object foregrounds from U2-Net: its 8-bit saliency map, inverted, is the
+alpha with which the image is pasted on black (:func:`soft_background`), so the foreground fades to
+black softly; we do the same when U2-Net weights are given (the saliency is computed on the image
+at the training resolution, the release computes it at the source size and resizes). Without
+them the object foreground is estimated from the category's normal images
+(:func:`estimate_background_colour`, :func:`object_foreground`): the background colour is the
+median of the normal images' border pixels and every pixel farther than a threshold from it
+(cleaned morphologically) is object. Texture categories have no object there: their background
+condition is the whole image (with U2-Net they go through the saliency, as in the release).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +73,36 @@ def background_condition(image: np.ndarray, background_colour: np.ndarray | None
     return np.where(object_foreground(image, background_colour)[..., None], 0, image).astype(np.uint8)
 
 
+#: Saliency maps of several H x W x 3 uint8 images: H x W uint8 each (U2-Net's saved output).
+Saliency = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+
+
+def soft_background(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """The release's U2-Net background: ``image`` pasted on black through alpha ``255 - saliency``.
+
+    PIL's paste rounds ``image * alpha / 255`` per channel (the released ``Image.paste`` onto an
+    RGBA canvas, then RGB).
+    """
+    from PIL import Image
+
+    alpha = Image.fromarray(255 - np.asarray(saliency, np.uint8))
+    canvas = Image.new("RGBA", (image.shape[1], image.shape[0]))
+    canvas.paste(Image.fromarray(image), mask=alpha)
+    return np.asarray(canvas.convert("RGB"))
+
+
+def background_conditions(
+    images: list[np.ndarray], background_colour: np.ndarray | None, saliency: Saliency | None = None
+) -> list[np.ndarray]:
+    """BCM conditions of ``images``.
+
+    U2-Net soft backgrounds when ``saliency`` is given, else :func:`background_condition`.
+    """
+    if saliency is not None:
+        return [soft_background(im, s) for im, s in zip(images, saliency(images), strict=True)]
+    return [background_condition(im, background_colour) for im in images]
+
+
 @dataclass
 class PairData:
     """The few-shot training pairs of one model, in memory at the training resolution."""
@@ -107,18 +142,17 @@ def load_pair_data(
     resolution: int,
     background_colour: np.ndarray | None = None,
     bcm: bool = False,
+    saliency: Saliency | None = None,
 ) -> PairData:
-    """Read (image, mask, prompts) samples; with ``bcm`` also build their background conditions."""
-    images, masks, backgrounds = [], [], []
-    for image_path, mask_path, _ in samples:
-        image = load_rgb(image_path, resolution)
-        images.append(to_tensor(image))
-        masks.append(load_soft_mask(mask_path, resolution))
-        if bcm:
-            backgrounds.append(to_tensor(background_condition(image, background_colour)))
+    """Read (image, mask, prompts) samples; with ``bcm`` also their background conditions.
+
+    See :func:`background_conditions` (U2-Net ``saliency`` when given, else ``background_colour``).
+    """
+    raw = [load_rgb(image_path, resolution) for image_path, _, _ in samples]
+    backgrounds = background_conditions(raw, background_colour, saliency) if bcm else []
     return PairData(
-        images=torch.stack(images),
-        masks=torch.stack(masks),
+        images=torch.stack([to_tensor(im) for im in raw]),
+        masks=torch.stack([load_soft_mask(m, resolution) for _, m, _ in samples]),
         prompts=[s[2] for s in samples],
-        backgrounds=torch.stack(backgrounds) if bcm else None,
+        backgrounds=torch.stack([to_tensor(b) for b in backgrounds]) if bcm else None,
     )

@@ -25,11 +25,7 @@ from diffusers import ModelMixin, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, PreTrainedModel
 
-from anobench.generation.dualanodiff.attention import (
-    background_write,
-    clear_background,
-    install_dual_processors,
-)
+from anobench.generation.dualanodiff.attention import BackgroundStore, install_dual_processors
 
 #: diffusers' pipeline loader finds the load method of a module's class by looking its base classes
 #: (``ModelMixin``, ``PreTrainedModel``, ...) up in the class's own module: they must be names here.
@@ -160,17 +156,15 @@ def predict_noise(
     ``noisy_background`` (P latents, BCM only) is the background condition noised to each pair's
     timestep; it goes through a write pass with the whole-branch prompt first.
     """
-    bcm = unet.has_bcm
-    if bcm:
-        if noisy_background is None:
-            raise ValueError("the BCM model needs the noised background latents")
-        with background_write(unet):
-            unet(noisy_background, timesteps[::2], prompt_embeds[::2])
-    try:
+    if not unet.has_bcm:
         return unet(noisy_latents, timesteps, prompt_embeds).sample
-    finally:
-        if bcm:
-            clear_background(unet)
+    if noisy_background is None:
+        raise ValueError("the BCM model needs the noised background latents")
+    store = BackgroundStore(write=True)
+    unet(noisy_background, timesteps[::2], prompt_embeds[::2], cross_attention_kwargs={"bcm": store})
+    return unet(
+        noisy_latents, timesteps, prompt_embeds, cross_attention_kwargs={"bcm": store.reading()}
+    ).sample
 
 
 class DualAnoDiffModel(nn.Module):

@@ -91,6 +91,11 @@ class DualAnoDiff(Generator):
         token = RARE_TOKENS[defects.index(defect) % len(RARE_TOKENS)]
         return cfg.whole_prompt.replace("sks", token), cfg.part_prompt.replace("sks", token)
 
+    @property
+    def cfg(self) -> DualAnoDiffConfig:
+        """The config with its unset fields filled for the fitted category (``for_category``)."""
+        return self.config.for_category(self._require_fit().category)
+
     def _unit_of(self, defect: str) -> str:
         return defect if self.config.granularity == "defect" else ALL_DEFECTS
 
@@ -102,7 +107,6 @@ class DualAnoDiff(Generator):
         from anobench.generation.dualanodiff.data import load_pair_data
         from anobench.generation.errors import GenerationInputError
 
-        cfg = self.config
         progress = self.show_progress if progress is None else progress
         empty = [d for d, pairs in fewshot.anomalies.items() if not pairs]
         if empty or not fewshot.anomalies:
@@ -112,13 +116,14 @@ class DualAnoDiff(Generator):
                 "DualAnoDiff needs at least one (image, mask) pair per defect type"
             )
         self.fewshot = fewshot
+        cfg = self.cfg
         if cfg.offline:
             from anobench.generation.dualanodiff.offline_base import offline_base
 
             self._base = offline_base(cfg, fewshot.category, fewshot.normal_images, self.cache_dir, progress)
         else:
             self._base = cfg.pretrained_model_name_or_path
-        colour = self._background_colour() if cfg.bcm else None
+        colour = self._background_colour() if cfg.bcm and not cfg.u2net_weights else None
         units: dict[str, list[str]] = {}
         for defect in fewshot.defects:
             units.setdefault(self._unit_of(defect), []).append(defect)
@@ -128,7 +133,7 @@ class DualAnoDiff(Generator):
             if not (folder / "weights.safetensors").exists():
                 from anobench.generation.dualanodiff.trainer import train_dual
 
-                data = load_pair_data(samples, cfg.resolution, colour, bcm=cfg.bcm)
+                data = load_pair_data(samples, cfg.resolution, colour, cfg.bcm, self._saliency())
                 train_dual(self._components(), data, cfg, folder, resume="latest", progress=progress)
             self._units[unit] = folder
         self._loaded = None
@@ -137,6 +142,7 @@ class DualAnoDiff(Generator):
         sampling = {
             "guidance_scale",
             "num_inference_steps",
+            "background_every",
             "scheduler",
             "sample_batch_size",
             "mask_extractor",
@@ -148,7 +154,9 @@ class DualAnoDiff(Generator):
             "device",
             "cache_dir",
         }
-        training = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in sampling}
+        if self.cfg.bcm and self.cfg.u2net_weights:
+            sampling.discard("u2net_weights")  # U2-Net makes the BCM training backgrounds
+        training = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in sampling}
         files = [(str(i), str(m), p, Path(i).stat().st_size) for i, m, p in samples]
         return config_hash({"config": training, "base": str(self._base), "files": files})
 
@@ -156,6 +164,15 @@ class DualAnoDiff(Generator):
         from anobench.generation.dualanodiff.components import load_components
 
         return load_components(self._base)
+
+    def _saliency(self):
+        """U2-Net saliency of BCM backgrounds when ``u2net_weights`` is set (the release), else None."""
+        cfg = self.cfg
+        if not (cfg.bcm and cfg.u2net_weights):
+            return None
+        from anobench.generation.dualanodiff.masks import U2NetMaskExtractor
+
+        return U2NetMaskExtractor(cfg.u2net_weights, device=cfg.device).saliency
 
     def _background_colour(self):
         from anobench.generation.dualanodiff.data import estimate_background_colour
@@ -175,7 +192,7 @@ class DualAnoDiff(Generator):
 
         if self._loaded is not None and self._loaded[0] == unit:
             return self._loaded[1]
-        cfg = self.config
+        cfg = self.cfg
         device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         parts = self._components()
         model = DualAnoDiffModel(
@@ -201,12 +218,14 @@ class DualAnoDiff(Generator):
     def _backgrounds(self) -> list[Any]:
         """BCM conditions at inference: the first len//3 normal images, object blacked out."""
         from anobench.generation.base import load_rgb
-        from anobench.generation.dualanodiff.data import background_condition, to_tensor
+        from anobench.generation.dualanodiff.data import background_conditions, to_tensor
 
         fewshot = self._require_fit()
-        colour = self._background_colour()
+        saliency = self._saliency()
+        colour = None if saliency else self._background_colour()
         pool = fewshot.normal_images[: max(1, len(fewshot.normal_images) // 3)]
-        return [to_tensor(background_condition(load_rgb(p, self.config.resolution), colour)) for p in pool]
+        images = [load_rgb(p, self.config.resolution) for p in pool]
+        return [to_tensor(b) for b in background_conditions(images, colour, saliency)]
 
     def _output_size(self) -> tuple[int, int]:
         """(width, height) of the written pairs: ``image_size``, else the source anomalies' size."""
@@ -228,7 +247,7 @@ class DualAnoDiff(Generator):
         from anobench.generation.dualanodiff.masks import mask_extractor
 
         self._check_defect(defect)
-        cfg = self.config
+        cfg = self.cfg
         extract = mask_extractor(
             cfg.mask_extractor,
             cfg.mask_threshold,
@@ -241,7 +260,7 @@ class DualAnoDiff(Generator):
         pipe = self.pipeline(defect)
         whole, part = self.prompts_for(defect)
         backgrounds = self._backgrounds() if cfg.bcm else []
-        switch_every = 50  # the released BCM inference switches the background every 50 images
+        switch_every = cfg.background_every  # released: a new background every 50 (screw: 10) images
 
         size = self._output_size()  # (width, height)
 
@@ -257,7 +276,10 @@ class DualAnoDiff(Generator):
             if backgrounds:  # one background per batch: cut batches at background switches
                 stop = min(stop, (start // switch_every + 1) * switch_every)
             seeds = [pair_seed(seed, defect, i) for i in range(start, stop)]
-            background = backgrounds[(start // switch_every) % len(backgrounds)] if backgrounds else None
+            group = start // switch_every
+            background = backgrounds[group % len(backgrounds)] if backgrounds else None
+            # the condition latent is sampled once per background switch, as released
+            background_generator = torch.Generator().manual_seed(pair_seed(seed, f"{defect}/bg", group))
             out = pipe(
                 whole,
                 part_prompt=part,
@@ -269,6 +291,7 @@ class DualAnoDiff(Generator):
                 width=cfg.resolution,
                 generator=[torch.Generator().manual_seed(s) for s in seeds],
                 background=background,
+                background_generator=background_generator if backgrounds else None,
             )
             images = [np.asarray(im) for im in out.images]
             parts = [np.asarray(im) for im in out.part_images]

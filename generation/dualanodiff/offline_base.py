@@ -169,6 +169,8 @@ def offline_base(
     """The cached offline base folder of ``category``, trained first when absent."""
     from anobench.generation.errors import GenerationInputError
 
+    config = config.for_category(category)  # unset flips: as released for the category
+
     if not normal_images:
         raise GenerationInputError(
             f"category {category!r}: the offline mode trains its base on normal images, and there are none "

@@ -7,10 +7,11 @@ SAIM and BCM processors) and ``scheduler``; all of them round-trip through ``sav
 
 As the released inference script: two independent initial latents per pair (no shared noise),
 classifier-free guidance with the empty prompt as negative for both branches, CFG batch layout
-``[uncond pairs..., cond pairs...]`` with each half interleaved (whole, part). BCM: the
-conditional half gets the VAE latent (unscaled, as in training) of the ``background`` condition,
-the unconditional half that of an all-zero (mid-grey) image; both are noised to the current
-timestep with noise from the pair's generator.
+``[uncond pairs..., cond pairs...]`` with each half interleaved (whole, part). BCM, as the
+released ``inference_test_tempt.py``: the conditional half gets a VAE latent *sample* (unscaled, as
+in training) of the ``background`` condition, the unconditional half a sample of an all-zero
+(mid-grey) image's latent (both drawn once per call from ``background_generator``); at every step
+each half is noised to the current timestep with its own fresh noise from the pair's generator.
 
 Example:
     >>> pipe = DualAnoDiffPipeline.from_pretrained("out/bottle-pipeline")  # doctest: +SKIP
@@ -40,6 +41,7 @@ from anobench.generation.dualanodiff.dual_unet import (
     encode_prompts,
     predict_noise,
 )
+from anobench.generation.dualanodiff.trainer import encode_latents
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -110,6 +112,7 @@ class DualAnoDiffPipeline(DiffusionPipeline):
         width: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         background: torch.Tensor | np.ndarray | PIL.Image.Image | None = None,
+        background_generator: torch.Generator | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> DualAnoDiffPipelineOutput | tuple[Any, Any]:
@@ -126,6 +129,8 @@ class DualAnoDiffPipeline(DiffusionPipeline):
             generator: one per pair (pair i then depends only on ``generator[i]``) or one for all.
             background: BCM only, the background condition of all pairs (3 x H x W tensor in
                 [-1, 1], H x W x 3 uint8 array or PIL image).
+            background_generator: draws the condition latents' VAE samples (None: the first
+                pair's generator).
             output_type: "pil", "np" or "pt".
             return_dict: False returns ``(images, part_images)``.
         """
@@ -159,8 +164,9 @@ class DualAnoDiffPipeline(DiffusionPipeline):
         if self.unet.has_bcm:
             bg = self._background_tensor(background)[None].to(device, vae.dtype)
             images = torch.cat([torch.zeros_like(bg), bg]) if cfg else bg
-            mean = vae.encode(images).latent_dist.mean.to(dtype)  # unscaled, as in training
-            bg_latents = mean.repeat_interleave(p, dim=0)  # [uncond x p, cond x p]
+            g = background_generator if background_generator is not None else gens[0]
+            sampled = encode_latents(vae, images, g, scale=False).to(dtype)  # unscaled, as in training
+            bg_latents = sampled.repeat_interleave(p, dim=0)  # [uncond x p, cond x p]
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps):
@@ -169,8 +175,9 @@ class DualAnoDiffPipeline(DiffusionPipeline):
             timesteps = t.expand(x.shape[0]).to(device)
             noisy_bg = None
             if bg_latents is not None:
-                noise = torch.cat([torch.randn(bg_latents.shape[1:], generator=g)[None] for g in gens])
-                noise = torch.cat([noise, noise]) if cfg else noise
+                halves = 2 if cfg else 1  # independent noise for the unconditional half
+                noise = torch.stack([torch.randn((halves, *bg_latents.shape[1:]), generator=g) for g in gens])
+                noise = noise.transpose(0, 1).flatten(0, 1)  # [uncond x p, cond x p]
                 noisy_bg = self._add_training_noise(bg_latents, noise.to(device, dtype), timesteps[::2])
             eps = predict_noise(self.unet, x, timesteps, embeds, noisy_bg)
             if cfg:

@@ -34,6 +34,10 @@ def _bool(text: str) -> bool:
     return text.lower() in {"1", "true", "yes", "on"}
 
 
+#: Parsers of the optional fields (None: the released value for the category).
+OPTIONAL_TYPES = {"int | None": int, "float | None": float, "bool | None": _bool}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags: the data, the output, and one flag per :class:`DualAnoDiffConfig` field."""
     parser = argparse.ArgumentParser(
@@ -45,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--normal_data_dir", default=None, help="normal images (offline base, BCM colour)")
     parser.add_argument("--is_object", type=_bool, default=True, help="false for textures (BCM background)")
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--category",
+        default=None,
+        help="category for the released per-category defaults (default: the data folder's grandparent)",
+    )
     parser.add_argument(
         "--resume_from_checkpoint", default="latest", help="'latest', a checkpoint path or 'none'"
     )
@@ -60,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, nargs="+", type=int, default=value)
         elif isinstance(value, (int, float)):
             parser.add_argument(flag, type=type(value), default=value)
+        elif value is None and str(field.type) in OPTIONAL_TYPES:  # unset: as released per category
+            parser.add_argument(flag, type=OPTIONAL_TYPES[str(field.type)], default=None)
         else:
             parser.add_argument(flag, default=value)
     return parser
@@ -90,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = {f.name for f in dataclasses.fields(DualAnoDiffConfig)}
     try:
+        category = args.category or Path(args.instance_data_dir).parent.parent.name
         config = DualAnoDiffConfig(**{k: v for k, v in vars(args).items() if k in names})
+        config = config.for_category(category)
         from anobench.generation.dualanodiff.components import load_components
         from anobench.generation.dualanodiff.data import estimate_background_colour, load_pair_data
         from anobench.generation.dualanodiff.trainer import train_dual
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             from anobench.generation.dualanodiff.offline_base import offline_base
 
             cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-            base = offline_base(config, Path(args.instance_data_dir).parent.parent.name, normals, cache)
+            base = offline_base(config, category, normals, cache)
         else:
             base = config.pretrained_model_name_or_path
         colour = (

@@ -56,11 +56,15 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
 
 
 def encode_latents(
-    vae: Any, images: torch.Tensor, generator: torch.Generator, scale: bool = True
+    vae: Any, images: torch.Tensor, generator: torch.Generator | None, scale: bool = True
 ) -> torch.Tensor:
-    """VAE latents (sampled), times the scaling factor unless ``scale`` is False (BCM's quirk)."""
+    """VAE latents: ``.sample()`` of the latent distribution (noise from ``generator``).
+
+    Times the scaling factor unless ``scale`` is False (BCM's quirk).
+    """
     dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
-    noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device).to(dist.mean)
+    device = generator.device if generator is not None else "cpu"
+    noise = torch.randn(dist.mean.shape, generator=generator, device=device).to(dist.mean)
     latents = dist.mean + dist.std * noise
     return latents * vae.config.scaling_factor if scale else latents
 
@@ -179,6 +183,7 @@ def train_dual(
     resume: str | None = "latest",
     progress: bool = True,
     stop_after: int | None = None,
+    category: str = "",
 ) -> DualAnoDiffModel:
     """Dual fine-tune on ``data``; writes checkpoints and the final ``weights.safetensors``.
 
@@ -191,6 +196,7 @@ def train_dual(
             a path resumes from that checkpoint, None starts over.
         progress: show a tqdm bar.
         stop_after: stop (without final weights) after this many steps: simulates a killed run.
+        category: fills the config's unset fields as released for it (``for_category``).
 
     Returns:
         The trained model (on the accelerator's device).
@@ -199,6 +205,7 @@ def train_dual(
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
+    config = config.for_category(category)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
