@@ -116,24 +116,30 @@ def generate_stage(
 ) -> Path:
     """Fit ``generator`` on the few-shot split and write ``n_per_defect`` pairs per defect type.
 
-    Resumable: pairs already listed in the manifest and present on disk are not generated again.
+    Resumable: pairs already listed in the manifest and present on disk are not generated again;
+    a set made with another generator config, seed, split or options is refused (one-line error).
     """
     gen = create_generator(generator, **config.generation.options.get(generator, {}))
     gen.show_progress = progress
     gen.fit(fewshot_set(manifest))
-    writer = GeneratedSetWriter(out_root, generator, gen.config_hash())
+    settings = {
+        "seed": seed,
+        "split": manifest.preset,
+        "options": config.generation.options.get(generator, {}),
+    }
     n = config.generation.n_per_defect
-    for defect in sorted(manifest.defects):
-        done = writer.existing(manifest.category, defect)
-        if len(done) >= n:
-            continue
-        bar = tqdm(total=n, initial=len(done), desc=f"{generator} {manifest.category}/{defect}", leave=False,
-                   disable=not progress, unit="pair")  # fmt: skip
-        for index, pair in enumerate(gen.sample(defect, n, seed)):
-            if index not in done:
-                writer.write(manifest.category, defect, index, pair)
-                bar.update()
-        bar.close()
+    with GeneratedSetWriter(out_root, generator, gen.config_hash(), settings) as writer:
+        for defect in sorted(manifest.defects):
+            done = writer.existing(manifest.category, defect)
+            if len(done) >= n:
+                continue
+            bar = tqdm(total=n, initial=len(done), desc=f"{generator} {manifest.category}/{defect}",
+                       leave=False, disable=not progress, unit="pair")  # fmt: skip
+            for index, pair in enumerate(gen.sample(defect, n, seed)):
+                if index not in done:
+                    writer.write(manifest.category, defect, index, pair)
+                    bar.update()
+            bar.close()
     return out_root
 
 

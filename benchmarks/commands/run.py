@@ -13,6 +13,7 @@ from anobench.benchmarks.runner.backends import make_backend, run_grid
 from anobench.benchmarks.runner.grid import expand_grid, grid_generators
 from anobench.benchmarks.runner.jobs import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
+from anobench.generation.locking import FolderLock
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,21 +42,23 @@ def run(args: argparse.Namespace) -> int:
         overrides += ["runner.backend=dask", f"runner.scheduler={args.scheduler}"]
     if args.backend:
         overrides.append(f"runner.backend={args.backend}")
-    if args.workers:
+    if args.workers is not None:
         overrides.append(f"runner.n_workers={args.workers}")
     config = load_config(args.preset, overrides)
     run_dir = args.out or Path(config.output_dir) / config.name
     root = dataset_root(config)
     names = categories(config, root)
     check_run_inputs(config, root, names, grid_generators(config))
-    jobs = expand_grid(config, root, run_dir, names)
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )
-    print(
-        f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} -> {run_dir} ({backend.name} backend)"
-    )
-    summary = run_grid(jobs, backend, progress=not args.no_progress)
+    with FolderLock(run_dir):  # one writer per run folder; report and check read without it
+        jobs = expand_grid(config, root, run_dir, names)
+        print(
+            f"{utc_now()} run {config.name!r}: {len(jobs)} jobs on {root} -> {run_dir} "
+            f"({backend.name} backend)"
+        )
+        summary = run_grid(jobs, backend, progress=not args.no_progress)
 
     rows = []
     for job in jobs:
