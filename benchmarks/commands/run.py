@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from anobench.benchmarks.commands import positive_int
 from anobench.benchmarks.config import list_presets, load_config
 from anobench.benchmarks.pipeline import categories, check_run_inputs, dataset_root
 from anobench.benchmarks.provenance import utc_now
@@ -26,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder (default: <output_dir>/<name>)")
     p.add_argument("--backend", choices=["serial", "dask"], help="overrides runner.backend")
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); implies --backend dask")
-    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per GPU or CPU slot)")
+    p.add_argument(
+        "--workers", type=positive_int, help="LocalCluster workers (default: one per GPU or CPU slot)"
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set segmenter.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

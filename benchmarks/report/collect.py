@@ -8,12 +8,13 @@ Example:
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.runner.jobs import read_result
 
 COLUMNS = [
     "stage", "generator", "category", "seed", "metric", "value",
@@ -50,12 +51,13 @@ def collect_results(run_dir: str | Path) -> pd.DataFrame:
         raise UserError(f"{run_dir}: no raw/ folder with results; run `anobench run` first")
     rows = []
     for path in sorted(raw.rglob("*.json")):
-        try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise UserError(
-                f"{path}: not valid JSON; delete it and rerun the same command to redo that job"
-            ) from None
+        payload = read_result(path)
+        if payload is None:
+            print(
+                f"{path}: unreadable result (truncated?), left out; rerun the same command to redo that job",
+                file=sys.stderr,
+            )
+            continue
         rows.extend(_rows(path, payload))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
