@@ -8,8 +8,10 @@ per problem and exit with code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import keyword
+import os
 import sys
 from collections.abc import Sequence
 
@@ -65,6 +67,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (e.g. `anobench generators | head -1`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        # an --out / --cache naming a file where a folder is needed (or the other way round)
+        what = {
+            FileExistsError: "is a file where a folder is needed",
+            NotADirectoryError: "a part of this path is a file, not a folder",
+            IsADirectoryError: "is a folder where a file is needed",
+        }[type(exc)]
+        print(f"error: {exc.filename}: {what}; give another path", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"error: no space left on the device ({exc.filename or 'writing'}); free space and rerun "
+              "the same command to resume", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

@@ -140,7 +140,11 @@ def load_baseline(path: str | Path) -> dict:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise UserError(f"{path}: not valid JSON") from None
-    if not isinstance(payload.get("metrics"), dict) or not payload["metrics"]:
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("metrics"), dict)
+        or not payload["metrics"]
+    ):
         raise UserError(f"{path}: needs a non-empty 'metrics' mapping")
     return payload
 

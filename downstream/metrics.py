@@ -148,6 +148,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     _require_both_classes(tps, fps, "AP")
     return ap_from_curve(tps, fps)
 
+
 def f1max(scores: np.ndarray, labels: np.ndarray, mode: str = "exact") -> float:
     """F1-max in ``mode`` ``exact`` (every distinct score) or ``grid-0.05`` (the reference grid)."""
     if mode not in F1_MODES:

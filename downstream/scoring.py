@@ -139,6 +139,7 @@ def score_map_folder(
         for image, mask in test_anomalies_by_defect[d]
     ]
     problems: list[str] = []
+    non_finite: list[str] = []
     maps, masks, names, defects = [], [], [], []
     for defect, image, mask in entries:
         path = _map_path(maps_root, defect, image)
@@ -153,6 +154,9 @@ def score_map_folder(
         except DownstreamInputError as exc:
             problems.extend(exc.problems)
             continue
+        if not np.isfinite(amap).all():
+            non_finite.append(f"{path} ({int((~np.isfinite(amap)).sum())} of {amap.size} values)")
+            continue
         with Image.open(image) as im:
             width, height = im.size
         if resize is None and amap.shape != (height, width):
@@ -165,6 +169,12 @@ def score_map_folder(
         masks.append(_read_mask(mask, (height, width), resize))
         names.append(name)
         defects.append(defect)
+    if non_finite:
+        shown = ", ".join(non_finite[:MAX_PROBLEMS]) + (" ..." if len(non_finite) > MAX_PROBLEMS else "")
+        problems.insert(
+            0,
+            f"{len(non_finite)} anomaly map(s) hold NaN or infinite values, which cannot be ranked: {shown}",
+        )
     if problems:
         extra = len(problems) - MAX_PROBLEMS
         raise DownstreamInputError(
@@ -183,6 +193,11 @@ def score_map_folder(
                 f"{scores_file}: no score for {len(missing)} images, e.g. {missing[0]}"
             )
         scores = np.array([given[n] for n in names], dtype=np.float64)
+        bad = [n for n, v in zip(names, scores, strict=True) if not np.isfinite(v)]
+        if bad:
+            raise DownstreamInputError(
+                f"{scores_file}: NaN or infinite score for {len(bad)} images, e.g. {bad[0]}"
+            )
         rule = f"scores file {scores_file.name}"
     else:
         scores = image_scores(torch.from_numpy(map_array), pool_kernel).numpy()

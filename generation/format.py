@@ -9,7 +9,9 @@ Layout::
     <root>/splits/                              optional: the split manifests used (not a category)
 
 Each manifest line: ``generator``, ``category``, ``defect``, ``index``, ``seed``, ``config_hash``,
-``image``, ``mask`` and ``fg`` (paths relative to the root; ``fg`` may be null). Imported sets have a
+``image``, ``mask`` and ``fg`` (paths relative to the root; ``fg`` may be null) and ``set`` (what made
+the set: generator, config hash, run seed and options, or the importer's settings; a set is resumed
+only with the same ``set``). Imported sets have a
 null ``seed`` and add ``source`` (the original file) and ``mask_threshold`` (how soft masks were
 binarised).
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from PIL import Image
 
 from anobench.generation.base import GeneratedPair
 from anobench.generation.errors import GenerationInputError
+from anobench.generation.locking import FolderLock
 
 MANIFEST = "manifest.jsonl"
 IMAGE_DIR, MASK_DIR, FG_DIR = "image", "mask", "fg"
@@ -50,21 +54,99 @@ def _file_name(index: int) -> str:
 def _save_png(array: np.ndarray, path: Path) -> None:
     """Write a PNG atomically (temporary file, then rename), so a crash never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is a plain folder name (no path separator, not ``.``/``..``), else a one-line error."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
+        raise GenerationInputError(f"{what} {name!r}: must be a plain folder name (no '/', '\\' or '..')")
+    return name
+
+
+def _show(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 class GeneratedSetWriter:
     """Writes pairs into the generated-set layout and appends one manifest line per pair.
 
-    Re-opening an existing set resumes it: :meth:`existing` tells which indices are complete.
+    Each manifest line records under ``set`` what made the set: the generator, its resolved config
+    hash and ``settings`` (e.g. the run seed and options, or the importer's layout and threshold).
+    Re-opening an existing set resumes it only when these match (:meth:`existing` tells which
+    indices are complete); otherwise a one-line error names the difference. The writer holds the
+    set's :class:`~anobench.generation.locking.FolderLock` until :meth:`close` (or the ``with``
+    block ends), and drops a manifest line cut by a crash when it opens the set.
     """
 
-    def __init__(self, root: str | Path, generator: str, config_hash: str) -> None:
+    def __init__(
+        self, root: str | Path, generator: str, config_hash: str, settings: dict[str, object] | None = None
+    ) -> None:
         self.root = Path(root)
         self.generator = generator
         self.config_hash = config_hash
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings = json.loads(
+            json.dumps({"generator": generator, "config_hash": config_hash, **(settings or {})}, default=str)
+        )
+        self._lock = FolderLock(self.root).acquire()
+        try:
+            self._repair_manifest()
+            self._check_settings()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the set's lock."""
+        self._lock.release()
+
+    def __enter__(self) -> GeneratedSetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _repair_manifest(self) -> None:
+        """Cut an incomplete last line (a crash mid-write) so the next record starts on its own line."""
+        manifest = self.root / MANIFEST
+        if not manifest.exists() or manifest.stat().st_size == 0:
+            return
+        data = manifest.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        os.truncate(manifest, keep)
+        warnings.warn(
+            f"{manifest}: dropped an incomplete last line ({len(data) - keep} bytes, a write cut by a "
+            "crash); its pair is written again",
+            stacklevel=3,
+        )
+
+    def _check_settings(self) -> None:
+        """Refuse to resume a set made by another generator, config, seed, options or importer setting."""
+        manifest = self.root / MANIFEST
+        if not manifest.exists():
+            return
+        records = _read_manifest_lines(manifest)
+        if not records:
+            return
+        recorded = records[0].get("set")
+        if not isinstance(recorded, dict):  # written before sets recorded their settings
+            recorded = {k: records[0].get(k) for k in ("generator", "config_hash")}
+        differences = [
+            f"{key} {_show(self.settings.get(key))} != {_show(recorded.get(key))}"
+            for key in dict.fromkeys([*recorded, *self.settings])
+            if self.settings.get(key) != recorded.get(key)
+        ]
+        if differences:
+            raise GenerationInputError(
+                f"{'; '.join(differences)} recorded in {manifest}; use another --out or delete it"
+            )
 
     def existing(self, category: str, defect: str) -> set[int]:
         """Indices of ``category/defect`` already written (listed in the manifest and on disk)."""
@@ -110,7 +192,7 @@ class GeneratedSetWriter:
             raise TypeError(f"mask must be a bool array (binarise soft masks first), got {mask.dtype}")
         if image.shape[:2] != mask.shape:
             raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-        base = self.root / category / defect
+        base = self.root / check_name(category, "category") / check_name(defect, "defect")
         name = _file_name(index)
         rel = {}
         outputs = [(IMAGE_DIR, image), (MASK_DIR, mask.astype(np.uint8) * 255)]
@@ -131,11 +213,15 @@ class GeneratedSetWriter:
             "mask": rel[MASK_DIR],
             "fg": rel.get(FG_DIR),
             **(extra or {}),
+            "set": self.settings,
         }
-        with open(self.root / MANIFEST, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        # One write of the whole line on an O_APPEND file, then fsync: no reader sees half a record.
+        fd = os.open(self.root / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(record) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return record
 
 

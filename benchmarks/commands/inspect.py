@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from anobench.benchmarks.commands import positive_int
 from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.categories import object_foregrounds
 from anobench.benchmarks.metrics.api import json_safe
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--category", help="only this category")
     p.add_argument("--out", type=Path, help="figure path (default: <root>/inspect.png)")
     p.add_argument(
-        "--per-defect", type=int, default=4, help="samples per defect type in the figure (default 4)"
+        "--per-defect", type=positive_int, default=4, help="samples per defect type in the figure (default 4)"
     )
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead of a table")
     add_format_options(p)

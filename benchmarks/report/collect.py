@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.runner.jobs import read_result
 from anobench.benchmarks.runner.record import RUNS_FILE, read_runs
 
 COLUMNS = [
@@ -121,12 +122,13 @@ def collect_results(run_dir: str | Path, run_config: str | None = None) -> pd.Da
     selection = select_run(run_dir, run_config)
     rows = []
     for path in selection.paths:
-        try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise UserError(
-                f"{path}: not valid JSON; delete it and rerun the same command to redo that job"
-            ) from None
+        payload = read_result(path)
+        if payload is None:
+            print(
+                f"{path}: unreadable result (truncated?), left out; rerun the same command to redo that job",
+                file=sys.stderr,
+            )
+            continue
         rows.extend(_rows(path, payload))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:

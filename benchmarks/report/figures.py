@@ -50,9 +50,13 @@ def category_bars(frame: pd.DataFrame, key: str, out: Path) -> Path | None:
 
 
 def _scores_file(result_path: str) -> Path | None:
+    """The job's ``scores.npz``, stored relative to the run folder (absolute in older runs)."""
     payload = json.loads(Path(result_path).read_text())
     scores = payload.get("scores_file")
-    return Path(scores) if scores and Path(scores).is_file() else None
+    if not scores:
+        return None
+    path = Path(result_path).parents[2] / scores  # an absolute path stays as it is
+    return path if path.is_file() else None
 
 
 def curve_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:

@@ -145,13 +145,17 @@ class DaskBackend:
 def make_backend(
     name: str, scheduler: str | None = None, n_workers: int | None = None, progress: bool = True
 ):
-    """Backend by name: ``serial`` or ``dask``."""
+    """Backend by name: ``serial`` or ``dask`` (``n_workers``, when given, must be at least 1)."""
+    from anobench.benchmarks.errors import UserError
+
+    if n_workers is not None and n_workers < 1:
+        raise UserError(
+            f"--workers / runner.n_workers {n_workers}: must be at least 1 (or unset: one per slot)"
+        )
     if name == "serial":
         return SerialBackend(progress)
     if name == "dask":
         return DaskBackend(scheduler, n_workers)
-    from anobench.benchmarks.errors import UserError
-
     raise UserError(f"unknown backend {name!r}; choose serial or dask")
 
 

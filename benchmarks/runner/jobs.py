@@ -13,6 +13,8 @@ executes one (its stage body, then the result file with provenance).
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -69,8 +71,17 @@ class Job:
         return result_path(self.run_dir, self.key)
 
     def done(self) -> bool:
-        """True when the result file exists (the job is then skipped)."""
-        return self.result_path.exists()
+        """True when the result file exists and reads as JSON (the job is then skipped)."""
+        return read_result(self.result_path) is not None
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A job's result, or None when the file is missing or unreadable (a truncated file counts as missing)."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def result_path(run_dir: Path, key: JobKey) -> Path:
@@ -148,6 +159,8 @@ def execute(job: Job, progress: bool = False) -> JobOutcome:
     """Run one job unless its result exists; failures are returned, never raised."""
     if job.done():
         return JobOutcome(job.key, "skipped")
+    if job.result_path.exists():
+        print(f"{job.result_path}: unreadable result (truncated?); running the job again", file=sys.stderr)
     t0 = time.perf_counter()
     try:
         body = STAGE_BODIES[job.key.stage](job, progress)

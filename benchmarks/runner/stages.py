@@ -9,6 +9,7 @@ library; :data:`STAGE_BODIES` maps a stage name to its body.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,24 +84,30 @@ def generate_stage(
 ) -> Path:
     """Fit ``generator`` on the few-shot split and write ``n_per_defect`` pairs per defect type.
 
-    Resumable: pairs already listed in the manifest and present on disk are not generated again.
+    Resumable: pairs already listed in the manifest and present on disk are not generated again;
+    a set made with another generator config, seed, split or options is refused (one-line error).
     """
     gen = create_generator(generator, **config.generation.options.get(generator, {}))
     gen.show_progress = progress
     gen.fit(fewshot_set(manifest))
-    writer = GeneratedSetWriter(out_root, generator, gen.config_hash())
+    settings = {
+        "seed": seed,
+        "split": manifest.preset,
+        "options": config.generation.options.get(generator, {}),
+    }
     n = config.generation.n_per_defect
-    for defect in sorted(manifest.defects):
-        done = writer.existing(manifest.category, defect)
-        if len(done) >= n:
-            continue
-        bar = tqdm(total=n, initial=len(done), desc=f"{generator} {manifest.category}/{defect}", leave=False,
-                   disable=not progress, unit="pair")  # fmt: skip
-        for index, pair in enumerate(gen.sample(defect, n, seed)):
-            if index not in done:
-                writer.write(manifest.category, defect, index, pair)
-                bar.update()
-        bar.close()
+    with GeneratedSetWriter(out_root, generator, gen.config_hash(), settings) as writer:
+        for defect in sorted(manifest.defects):
+            done = writer.existing(manifest.category, defect)
+            if len(done) >= n:
+                continue
+            bar = tqdm(total=n, initial=len(done), desc=f"{generator} {manifest.category}/{defect}",
+                       leave=False, disable=not progress, unit="pair")  # fmt: skip
+            for index, pair in enumerate(gen.sample(defect, n, seed)):
+                if index not in done:
+                    writer.write(manifest.category, defect, index, pair)
+                    bar.update()
+            bar.close()
     return out_root
 
 
@@ -148,8 +155,10 @@ def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
         out_dir=job.result_path.with_suffix("") if config.evaluation.save_scores else None,
         progress=progress,
     )
-    keep = ("metrics", "selection", "selected_epoch", "per_defect", "history", "scores_file")
-    return {**{k: seg[k] for k in keep}, "split": _split_summary(manifest)}
+    keep = ("metrics", "selection", "selected_epoch", "per_defect", "history")
+    # scores_file relative to the run folder, so a copied run folder reads its own scores
+    scores_file = seg["scores_file"] and os.path.relpath(seg["scores_file"], job.run_dir)
+    return {**{k: seg[k] for k in keep}, "scores_file": scores_file, "split": _split_summary(manifest)}
 
 
 def _run_classify(job: Job, progress: bool) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from anobench.generation.base import config_hash, load_rgb
+from anobench.generation.cache_files import safetensors_problem
 from anobench.generation.dualanodiff.components import Components, build_offline_components, load_components
 from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 from anobench.generation.dualanodiff.data import to_tensor
@@ -178,7 +180,10 @@ def offline_base(
         )
     folder = cache_dir / "base" / base_key(config, category, normal_images)
     if (folder / MARKER).exists():
-        return folder
+        broken = [p for f in sorted(folder.rglob("*.safetensors")) if (p := safetensors_problem(f))]
+        if not broken:
+            return folder
+        print(f"{broken[0]}; retraining the cached offline base", file=sys.stderr)
     parts = train_base(config, normal_images, progress)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

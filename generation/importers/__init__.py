@@ -45,7 +45,8 @@ Soft masks are binarised at ``mask_threshold`` (a fraction of full scale: grey /
 anomalous; 0.5 is what every peer's loader above does). Pairs are renumbered 0000.. in the
 numeric order of their source names; each manifest line records ``layout``, the ``source`` image,
 the ``source_mask``, the ``mask_threshold`` and, when a mask was resized, ``mask_resized_from``.
-Imports are resumable.
+Imports are resumable with the same settings (layout, source, threshold, patterns); other settings
+into an existing set are refused.
 
 Example:
     >>> from anobench.generation.importers import import_generated
@@ -67,7 +68,7 @@ from tqdm.auto import tqdm
 
 from anobench.generation.base import config_hash, read_image
 from anobench.generation.errors import GenerationInputError
-from anobench.generation.format import FG_DIR, IMAGE_SUFFIXES, GeneratedSetWriter
+from anobench.generation.format import FG_DIR, IMAGE_SUFFIXES, GeneratedSetWriter, check_name
 
 JPG = (".jpg", ".jpeg")
 IMAGE_ALIASES = ("image", "images", "img", "imgs")
@@ -438,13 +439,27 @@ def import_generated(
     """
     if not 0 <= mask_threshold < 1:
         raise GenerationInputError(f"--mask-threshold must be in [0, 1), got {mask_threshold}")
+    if category is not None:
+        check_name(category, "--category")
     spec = resolve_layout(layout, image_pattern, mask_pattern)
     pairs = scan(spec, src, category)
     src = Path(src)
     settings = {"importer": layout, "source": str(src.resolve()), "mask_threshold": mask_threshold}
     if layout == "folder":
         settings |= {"image_pattern": spec.image_pattern, "mask_pattern": spec.mask_patterns[0]}
-    writer = GeneratedSetWriter(out, generator or layout, config_hash(settings))
+    with GeneratedSetWriter(out, generator or layout, config_hash(settings), settings) as writer:
+        return _write_pairs(writer, spec, src, pairs, mask_threshold, progress)
+
+
+def _write_pairs(
+    writer: GeneratedSetWriter,
+    spec: Layout,
+    src: Path,
+    pairs: list[SourcePair],
+    mask_threshold: float,
+    progress: bool,
+) -> dict[tuple[str, str], int]:
+    layout = spec.name
     done = {key: writer.existing(*key) for key in {(p.category, p.defect) for p in pairs}}
     counts: dict[tuple[str, str], int] = {}
     problems: list[str] = []
