@@ -305,8 +305,8 @@ def test_a_truncated_offline_base_is_retrained(tmp_path, monkeypatch, capsys):
             save_file({"w": torch.ones(64)}, str(Path(folder) / "unet.safetensors"))
 
     trained = []
-    monkeypatch.setattr(base_model, "train_base", lambda *a, **k: trained.append(1) or Parts())
-    monkeypatch.setattr(base_model, "base_key", lambda *a: "nut-h")
+    monkeypatch.setattr(offline_base, "train_base", lambda *a, **k: trained.append(1) or Parts())
+    monkeypatch.setattr(offline_base, "base_key", lambda *a: "nut-h")
     config, images = DualAnoDiffConfig(), [tmp_path / "a.png"]
     folder = offline_base.offline_base(config, "nut", images, tmp_path)
     assert offline_base.offline_base(config, "nut", images, tmp_path) == folder and len(trained) == 1
