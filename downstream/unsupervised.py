@@ -199,9 +199,10 @@ def run_detector(
             maps.append(F.interpolate(amap, size=size, mode="bilinear", align_corners=False)[:, 0].cpu())
             scores.append(out.pred_score.reshape(-1).float().cpu())
     maps_np, scores_np = torch.cat(maps).numpy(), torch.cat(scores).numpy()
+    pixels = split.sort_pixels(maps_np)  # one sort of the pixels for both calls
     return {
-        "metrics": split.score(maps_np, scores_np, pixel_f1),
-        "per_defect": split.score_per_defect(maps_np, scores_np),
+        "metrics": split.score(maps_np, scores_np, pixel_f1, pixels=pixels),
+        "per_defect": split.score_per_defect(maps_np, scores_np, pixels),
         "detector": config.name,
         "backbone": config.backbone,
         "backbone_weights": config.weights_label,
