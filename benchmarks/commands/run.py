@@ -19,6 +19,7 @@ from anobench.benchmarks.runner.grid import (
     grid_categories,
     grid_generators,
 )
+from anobench.benchmarks.runner.plan import format_plan
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
 
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set segmenter.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--plan", action="store_true", help="print the grid and a cost estimate per stage, run nothing"
+    )
     add_format_options(p)
     p.set_defaults(handler=run)
 
@@ -63,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     dataset_format = config.data.format or f"{detect_format(root)}, detected"
     check_run_inputs(config, root, names, grid_generators(config))
     jobs = expand_grid(config, root, run_dir, names)
+    if args.plan:
+        print(f"plan for {config.name!r}: {len(jobs)} jobs, categories {', '.join(names)} ({dataset_format})")
+        print(format_plan(jobs, config))
+        return 0
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )
