@@ -4,7 +4,8 @@ The estimate reads ``benchmarks/perf/costs.json``: measured seconds per job for 
 ``generate`` stage per generator where one dominates, e.g. ``generate:dualanodiff``), at the
 settings named under ``reference``; a run with other settings scales the seconds by
 ``(value / reference) ** exponent`` for each listed field (e.g. the segmenter's image size
-squared). Peak memory is the recorded value where one was measured. GPU hours are printed only
+squared). Peak memory is the recorded value where one was measured, at the reference settings
+(not scaled). GPU hours are printed only
 when the file records a device measurement.
 
 Example:
