@@ -3,7 +3,9 @@
 Example:
     >>> from anobench.downstream.evaluation import HeldOutSplit  # doctest: +SKIP
     >>> split = HeldOutSplit.load(test_good, {"scratch": [(image, mask), ...]}, size=256)  # doctest: +SKIP
-    >>> split.score(maps, scores)["pixel_aupro"]  # doctest: +SKIP
+    >>> pixels = split.sort_pixels(maps)  # one sort of the test pixels, for both calls  # doctest: +SKIP
+    >>> split.score(maps, scores, pixels=pixels)["pixel_aupro"]  # doctest: +SKIP
+    >>> split.score_per_defect(maps, scores, pixels)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from anobench.downstream.metrics import (
     PIXEL_AP,
     PIXEL_AUPRO,
     PIXEL_AUROC,
+    SortedPixels,
     segmentation_metrics,
 )
 from anobench.downstream.segmenter import DiscriminativeUNet
@@ -67,17 +70,44 @@ class HeldOutSplit:
         """Image labels: True for the anomalous images."""
         return np.array([d != GOOD for d in self.defects])
 
-    def score(self, maps: np.ndarray, scores: np.ndarray, pixel_f1: str = "exact") -> dict[str, float]:
-        """Every segmentation metric of ``maps`` (N, S, S) and image ``scores`` (N,) on this split."""
-        return segmentation_metrics(maps, self.masks, scores, pixel_f1=pixel_f1, labels=self.labels)
+    def score(
+        self,
+        maps: np.ndarray,
+        scores: np.ndarray,
+        pixel_f1: str = "exact",
+        pixels: SortedPixels | None = None,
+    ) -> dict[str, float]:
+        """Every segmentation metric of ``maps`` (N, S, S) and image ``scores`` (N,) on this split.
 
-    def score_per_defect(self, maps: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, float]]:
-        """Per defect type: its images against all good images (the keys in ``PER_DEFECT_KEYS``)."""
+        ``pixels``: :meth:`sort_pixels` of ``maps`` when already computed.
+        """
+        return segmentation_metrics(
+            maps, self.masks, scores, pixel_f1=pixel_f1, labels=self.labels, pixels=pixels
+        )
+
+    def sort_pixels(self, maps: np.ndarray) -> SortedPixels:
+        """The test pixels of ``maps`` sorted once, for :meth:`score`, :meth:`score_per_defect` and plots."""
+        return SortedPixels.sort(maps, self.masks)
+
+    def score_per_defect(
+        self,
+        maps: np.ndarray,
+        scores: np.ndarray,
+        pixels: SortedPixels | None = None,
+    ) -> dict[str, dict[str, float]]:
+        """Per defect type: its images against all good images (the keys in ``PER_DEFECT_KEYS``).
+
+        ``pixels`` (:meth:`sort_pixels` of ``maps``, computed here when None) is restricted to
+        each subset instead of sorting it again.
+        """
+        pixels = self.sort_pixels(maps) if pixels is None else pixels
         defects, labels = np.array(self.defects), self.labels
         out = {}
         for defect in sorted(set(self.defects) - {GOOD}):
             keep = (defects == defect) | (defects == GOOD)
-            metrics = segmentation_metrics(maps[keep], self.masks[keep], scores[keep], labels=labels[keep])
+            metrics = segmentation_metrics(
+                maps[keep], self.masks[keep], scores[keep], labels=labels[keep], pixels=pixels.restrict(keep)
+            )
             out[defect] = {key: metrics[key] for key in PER_DEFECT_KEYS}
         return out
 

@@ -1,7 +1,8 @@
 """Detection, localisation and classification metrics with named keys, in vectorised numpy.
 
 Every ranking metric is computed from one descending sort of the scores (as sklearn's
-``_binary_clf_curve`` does), so all pixel metrics of a test split cost one sort of its pixels.
+``_binary_clf_curve`` does), so all pixel metrics of a test split cost one sort of its pixels
+(:class:`SortedPixels`), and the per-defect metrics reuse it.
 
 Definitions (``P`` positives, thresholds = every distinct score, predicted positive = score >= t):
 
@@ -34,6 +35,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -64,19 +67,19 @@ def descending_order(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     scores = np.asarray(scores).ravel()
     order = np.argsort(scores)[::-1]
-    ends = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
-    return order, ends
+    return order, _group_ends(scores[order])
 
 
-def binary_curve(
-    scores: np.ndarray, labels: np.ndarray, sorted_by: tuple[np.ndarray, np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _group_ends(sorted_scores: np.ndarray) -> np.ndarray:
+    return np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+
+
+def binary_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative true and false positives at every distinct score, highest score first.
 
     Args:
         scores: any shape; flattened.
         labels: binary, same number of elements.
-        sorted_by: :func:`descending_order` of ``scores`` when already computed.
 
     Returns:
         ``(tps, fps, thresholds)``: at ``thresholds[k]``, ``tps[k]``/``fps[k]`` positives/negatives
@@ -84,7 +87,7 @@ def binary_curve(
     """
     scores = np.asarray(scores).ravel()
     labels = np.asarray(labels).ravel().astype(bool)
-    order, ends = sorted_by or descending_order(scores)
+    order, ends = descending_order(scores)
     sorted_scores = scores[order]
     tps_all = np.cumsum(labels[order], dtype=np.int64)
     tps = tps_all[ends]
@@ -179,29 +182,97 @@ def label_regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, sizes
 
 
-def pro_curve(
-    maps: np.ndarray, masks: np.ndarray, sorted_by: tuple[np.ndarray, np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The exact per-region-overlap curve ``(fpr, pro)`` from (0, 0) to (1, 1), one point per distinct score.
+@dataclass(frozen=True)
+class SortedPixels:
+    """The pixels of a test split sorted once, highest score first, with what every pixel metric needs.
 
-    ``sorted_by`` is :func:`descending_order` of ``maps`` when already computed.
+    One sort serves the pixel AUROC/AP/F1-max, the PRO curve, and (through :meth:`restrict`)
+    the same metrics on any subset of the images, e.g. one defect type against the good images.
+    Inside a group of equal scores the order is arbitrary, which changes no count and a PRO sum
+    by at most float rounding.
+
+    Example:
+        >>> import numpy as np
+        >>> maps = np.array([[[0.9, 0.1]], [[0.2, 0.3]]])
+        >>> masks = np.array([[[True, False]], [[False, False]]])
+        >>> pixels = SortedPixels.sort(maps, masks)
+        >>> pixels.scores.tolist(), pixels.restrict(np.array([False, True])).scores.tolist()
+        ([0.9, 0.3, 0.2, 0.1], [0.3, 0.2])
     """
-    maps = np.asarray(maps)
-    regions, sizes = label_regions(masks)
-    flat_regions = regions.ravel()
-    n_normal = int(np.count_nonzero(flat_regions == 0))
-    if len(sizes) == 0 or n_normal == 0:
-        raise DownstreamInputError(
-            f"AU-PRO: needs anomalous regions and normal pixels "
-            f"(regions={len(sizes)}, normal pixels={n_normal})"
+
+    scores: np.ndarray  # (P,) descending
+    labels: np.ndarray  # (P,) bool: anomalous pixel
+    regions: np.ndarray  # (P,) int32: ground-truth region number, 0 = normal pixel
+    images: np.ndarray  # (P,) int32: image index
+    sizes: np.ndarray  # (R,) pixel count of region i + 1
+    region_images: np.ndarray  # (R,) image index of region i + 1
+
+    @classmethod
+    def sort(cls, maps: np.ndarray, masks: np.ndarray) -> SortedPixels:
+        """Sort the pixels of ``maps`` (N, H, W) with their ``masks`` and 8-connected regions."""
+        maps, masks = np.asarray(maps), np.asarray(masks).astype(bool)
+        regions, sizes = label_regions(masks)
+        order, _ = descending_order(maps)
+        sorted_regions = regions.ravel()[order].astype(np.int32)
+        images = (order // max(1, maps[0].size)).astype(np.int32)
+        anomalous = sorted_regions > 0
+        region_images = np.zeros(len(sizes), dtype=np.int32)
+        region_images[sorted_regions[anomalous] - 1] = images[anomalous]
+        return cls(maps.ravel()[order], anomalous, sorted_regions, images, sizes, region_images)
+
+    def restrict(self, keep_images: np.ndarray) -> SortedPixels:
+        """The same sorted pixels, of the images where ``keep_images`` (N,) is True (renumbered)."""
+        keep_images = np.asarray(keep_images, dtype=bool)
+        keep = keep_images[self.images]
+        kept_regions = keep_images[self.region_images]
+        new_region = np.r_[0, np.cumsum(kept_regions)].astype(np.int32)
+        new_image = (np.cumsum(keep_images) - 1).astype(np.int32)
+        return SortedPixels(
+            self.scores[keep],
+            self.labels[keep],
+            new_region[self.regions[keep]],
+            new_image[self.images[keep]],
+            self.sizes[kept_regions],
+            new_image[self.region_images[kept_regions]],
         )
-    # Each anomalous pixel adds 1 / (its region's size * number of regions) to PRO when it is
-    # detected; each normal pixel adds 1 / n_normal to FPR.
-    pro_step = np.r_[0.0, 1.0 / (sizes.astype(np.float64) * len(sizes))][flat_regions]
-    order, ends = sorted_by or descending_order(maps)
-    pro_all = np.cumsum(pro_step[order])
-    fpr_all = np.cumsum(flat_regions[order] == 0) / n_normal
-    return np.r_[0.0, fpr_all[ends]], np.r_[0.0, pro_all[ends]]
+
+    @cached_property
+    def _ends_and_tps(self) -> tuple[np.ndarray, np.ndarray]:
+        ends = _group_ends(self.scores)
+        return ends, np.cumsum(self.labels, dtype=np.int64)[ends]
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tps, fps, thresholds)`` as :func:`binary_curve` returns them for these pixels."""
+        ends, tps = self._ends_and_tps
+        return tps, ends + 1 - tps, self.scores[ends]
+
+    def pro_curve(self, fpr_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact PRO curve ``(fpr, pro)`` from (0, 0) to (1, 1).
+
+        With ``fpr_limit``, the curve stops at its first point past FPR ``fpr_limit`` (all that
+        :func:`area_to_limit` needs; the points kept are the same).
+        """
+        ends, tps = self._ends_and_tps
+        fps = ends + 1 - tps
+        n_normal = int(fps[-1]) if len(fps) else 0
+        if len(self.sizes) == 0 or n_normal == 0:
+            raise DownstreamInputError(
+                f"AU-PRO: needs anomalous regions and normal pixels "
+                f"(regions={len(self.sizes)}, normal pixels={n_normal})"
+            )
+        if fpr_limit is not None:
+            keep = min(len(ends), int(np.searchsorted(fps, fpr_limit * n_normal, side="right")) + 1)
+            ends, fps = ends[:keep], fps[:keep]
+        # Each anomalous pixel adds 1 / (its region's size * number of regions) to PRO when it is
+        # detected; each normal pixel adds 1 / n_normal to FPR.
+        step = np.r_[0.0, 1.0 / (self.sizes.astype(np.float64) * len(self.sizes))]
+        pro = np.cumsum(step[self.regions[: ends[-1] + 1]])[ends]
+        return np.r_[0.0, fps / n_normal], np.r_[0.0, pro]
+
+
+def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact per-region-overlap curve ``(fpr, pro)`` from (0, 0) to (1, 1), one point per score."""
+    return SortedPixels.sort(maps, masks).pro_curve()
 
 
 def area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> float:
@@ -216,14 +287,13 @@ def area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     return float(np.trapezoid(ys, xs))
 
 
-def aupro(
-    maps: np.ndarray,
-    masks: np.ndarray,
-    fpr_limit: float = AUPRO_FPR_LIMIT,
-    sorted_by: tuple[np.ndarray, np.ndarray] | None = None,
-) -> float:
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT) -> float:
     """Normalised area under the PRO curve up to ``fpr_limit`` (1.0 = perfect localisation)."""
-    fpr, pro = pro_curve(maps, masks, sorted_by)
+    return aupro_from_curve(*pro_curve(maps, masks), fpr_limit)
+
+
+def aupro_from_curve(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT) -> float:
+    """Normalised AU-PRO of a :func:`pro_curve`."""
     return min(1.0, area_to_limit(fpr, pro, fpr_limit) / fpr_limit)  # rounding can exceed 1 by 1e-15
 
 
@@ -275,6 +345,7 @@ def segmentation_metrics(
     scores: np.ndarray,
     pixel_f1: str = "exact",
     labels: np.ndarray | None = None,
+    pixels: SortedPixels | None = None,
 ) -> dict[str, float]:
     """Image- and pixel-level metrics of one test split.
 
@@ -285,6 +356,8 @@ def segmentation_metrics(
         pixel_f1: ``exact`` or ``grid-0.05`` (see the module docstring).
         labels: (N,) image labels (True = anomalous). Default: the mask is non-empty. Pass them
             when known from the folders: a tiny defect can vanish from a down-sized mask.
+        pixels: ``SortedPixels.sort(maps, masks)`` when already computed (one sort of the pixels
+            serves a split and, through :meth:`SortedPixels.restrict`, its subsets).
     """
     maps, masks, scores = np.asarray(maps), np.asarray(masks).astype(bool), np.asarray(scores).ravel()
     if maps.ndim != 3 or maps.shape != masks.shape or len(scores) != len(maps):
@@ -299,8 +372,8 @@ def segmentation_metrics(
         raise DownstreamInputError(f"metrics: {labels.shape[0]} image labels for {len(scores)} scores")
     itps, ifps, _ = binary_curve(scores, labels)
     _require_both_classes(itps, ifps, "image metrics")
-    pixel_order = descending_order(maps)
-    ptps, pfps, _ = binary_curve(maps, masks, pixel_order)
+    pixels = SortedPixels.sort(maps, masks) if pixels is None else pixels
+    ptps, pfps, _ = pixels.curve()
     _require_both_classes(ptps, pfps, "pixel metrics")
     pixel_f1max = f1max_from_curve(ptps, pfps) if pixel_f1 == "exact" else f1max_on_grid(maps, masks)
     return {
@@ -310,7 +383,7 @@ def segmentation_metrics(
         PIXEL_AUROC: auroc_from_curve(ptps, pfps),
         PIXEL_AP: ap_from_curve(ptps, pfps),
         PIXEL_F1MAX: pixel_f1max,
-        PIXEL_AUPRO: aupro(maps, masks, sorted_by=pixel_order),
+        PIXEL_AUPRO: aupro_from_curve(*pixels.pro_curve(AUPRO_FPR_LIMIT)),
     }
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from anobench.downstream.evaluation import HeldOutSplit, predict_split
-from anobench.downstream.metrics import AUPRO_FPR_LIMIT, pro_curve, selection_score
+from anobench.downstream.metrics import AUPRO_FPR_LIMIT, SortedPixels, selection_score
 from anobench.downstream.training import SegmenterConfig, train_segmenter
 
 SCORES_FILE = "scores.npz"
@@ -113,9 +113,10 @@ def run_segmentation(
         tracker.restore(model)
         selected_epoch = tracker.epoch
     maps, scores = predict_split(model, split, config)
+    pixels = split.sort_pixels(maps)  # one sort of the test pixels serves every metric below
     result: dict[str, Any] = {
-        "metrics": split.score(maps, scores, pixel_f1),
-        "per_defect": split.score_per_defect(maps, scores),
+        "metrics": split.score(maps, scores, pixel_f1, pixels=pixels),
+        "per_defect": split.score_per_defect(maps, scores, pixels),
         "selection": config.selection,
         "selected_epoch": selected_epoch,
         "epochs": config.epochs,
@@ -128,12 +129,22 @@ def run_segmentation(
         "scores_file": None,
     }
     if out_dir is not None:
-        result["scores_file"] = str(save_scores(Path(out_dir) / SCORES_FILE, split, maps, scores, seed))
+        path = save_scores(Path(out_dir) / SCORES_FILE, split, maps, scores, seed, pixels)
+        result["scores_file"] = str(path)
     return result
 
 
-def save_scores(path: Path, split: HeldOutSplit, maps: np.ndarray, scores: np.ndarray, seed: int = 0) -> Path:
+def save_scores(
+    path: Path,
+    split: HeldOutSplit,
+    maps: np.ndarray,
+    scores: np.ndarray,
+    seed: int = 0,
+    pixels: SortedPixels | None = None,
+) -> Path:
     """Write what ROC/PR/PRO plots need, atomically, as a compressed ``.npz``.
+
+    ``pixels``: ``split.sort_pixels(maps)`` when already computed.
 
     Arrays: ``image_scores``, ``image_labels``, ``image_defects``, ``image_names``; ``pixel_scores``
     and ``pixel_labels`` (a uniform random sample of ``PIXEL_SAMPLE`` test pixels, seeded);
@@ -143,7 +154,7 @@ def save_scores(path: Path, split: HeldOutSplit, maps: np.ndarray, scores: np.nd
     rng = np.random.default_rng(seed)
     n_pixels = maps.size
     pick = rng.choice(n_pixels, size=min(PIXEL_SAMPLE, n_pixels), replace=False)
-    fpr, pro = pro_curve(maps, split.masks)
+    fpr, pro = (split.sort_pixels(maps) if pixels is None else pixels).pro_curve(AUPRO_FPR_LIMIT)
     inside = np.flatnonzero(fpr <= AUPRO_FPR_LIMIT)
     inside = inside[np.unique(np.linspace(0, len(inside) - 1, CURVE_POINTS).astype(int))]
     path.parent.mkdir(parents=True, exist_ok=True)

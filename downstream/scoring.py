@@ -203,9 +203,10 @@ def score_map_folder(
         scores = image_scores(torch.from_numpy(map_array), pool_kernel).numpy()
         rule = f"max of the {pool_kernel}x{pool_kernel} mean-pooled map"
     split = HeldOutSplit(torch.empty(0), mask_array, defects, names)
+    pixels = split.sort_pixels(map_array)  # one sort of the pixels for both calls
     return {
-        "metrics": split.score(map_array, scores, pixel_f1),
-        "per_defect": split.score_per_defect(map_array, scores),
+        "metrics": split.score(map_array, scores, pixel_f1, pixels=pixels),
+        "per_defect": split.score_per_defect(map_array, scores, pixels),
         "n_images": len(names),
         "n_anomalous": int(sum(d != GOOD for d in defects)),
         "resolution": list(map_array.shape[1:]),

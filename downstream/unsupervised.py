@@ -232,9 +232,10 @@ def run_detector(
     """
     model = fit_detector(config, train_good, seed=seed, progress=progress)
     maps_np, scores_np = detector_maps(model, config, split.images, split.masks.shape[-1])
+    pixels = split.sort_pixels(maps_np)  # one sort of the pixels for both calls
     return {
-        "metrics": split.score(maps_np, scores_np, pixel_f1),
-        "per_defect": split.score_per_defect(maps_np, scores_np),
+        "metrics": split.score(maps_np, scores_np, pixel_f1, pixels=pixels),
+        "per_defect": split.score_per_defect(maps_np, scores_np, pixels),
         "detector": config.name,
         "backbone": config.backbone,
         "backbone_weights": config.weights_label,

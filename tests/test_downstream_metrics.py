@@ -158,3 +158,44 @@ def test_sampled_aupro_reproduces_the_reference_semantics_and_approximates_the_e
     assert sampled == pytest.approx(_reference_style_aupro(maps, masks), abs=1e-9)
     assert sampled == pytest.approx(M.aupro(maps, masks), abs=0.01)
     assert M.aupro_sampled(maps, masks, num_thresholds=5000) == pytest.approx(M.aupro(maps, masks), abs=1e-3)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_per_defect_metrics_from_one_sort_equal_a_fresh_sort_per_subset(ties):
+    # the one-sort path (SortedPixels.restrict) against sklearn and a fresh AU-PRO on each subset
+    from anobench.downstream.evaluation import GOOD, HeldOutSplit
+
+    rng = np.random.default_rng(3)
+    defects = [GOOD] * 6 + ["crack"] * 4 + ["hole"] * 5
+    masks = np.zeros((len(defects), 24, 24), bool)
+    for i in range(6, len(defects)):
+        y, x = rng.integers(0, 16, 2)
+        masks[i, y : y + rng.integers(2, 8), x : x + rng.integers(2, 8)] = True
+    maps = rng.random(masks.shape) + 0.5 * masks
+    if ties:
+        maps = np.round(maps * 8) / 8
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    split = HeldOutSplit(np.empty(0), masks, defects, [f"{d}/{i}" for i, d in enumerate(defects)])
+    pixels = split.sort_pixels(maps)
+    per_defect = split.score_per_defect(maps, scores, pixels)
+    overall = split.score(maps, scores, pixels=pixels)
+    assert overall == split.score(maps, scores)
+    assert overall[M.PIXEL_AUPRO] == pytest.approx(M.aupro(maps, masks), abs=1e-12)
+    for defect in ("crack", "hole"):
+        keep = np.isin(defects, [GOOD, defect])
+        got = per_defect[defect]
+        assert got[M.PIXEL_AUROC] == pytest.approx(
+            roc_auc_score(masks[keep].ravel(), maps[keep].ravel()), abs=1e-12
+        )
+        assert got[M.PIXEL_AP] == pytest.approx(
+            average_precision_score(masks[keep].ravel(), maps[keep].ravel()), abs=1e-12
+        )
+        assert got[M.PIXEL_AUPRO] == pytest.approx(M.aupro(maps[keep], masks[keep]), abs=1e-12)
+        assert got[M.IMAGE_AUROC] == pytest.approx(
+            roc_auc_score(keep[keep] & (np.array(defects)[keep] != GOOD), scores[keep])
+        )
+    fpr, pro = pixels.pro_curve(M.AUPRO_FPR_LIMIT)
+    full_fpr, full_pro = M.pro_curve(maps, masks)
+    assert fpr[-2] <= M.AUPRO_FPR_LIMIT < fpr[-1]
+    np.testing.assert_array_equal(fpr, full_fpr[: len(fpr)])
+    np.testing.assert_allclose(pro, full_pro[: len(pro)], atol=1e-12)

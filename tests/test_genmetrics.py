@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from anobench.benchmarks.cli import main
 from anobench.benchmarks.errors import UserError
@@ -450,3 +451,27 @@ def test_explicit_inception_file_is_checked_before_use(tmp_path: Path) -> None:
 def test_missing_lpips_trunk_without_auto_prepare(tmp_path: Path) -> None:
     with pytest.raises(WeightsUnavailableError, match="anobench weights prepare"):
         load_lpips("vgg", tmp_path, auto_prepare=False)
+
+
+def test_lpips_features_are_computed_once_per_image(lpips_cache: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    generated, centres = paths[:5], paths[5:]
+    model = load_lpips("alex", lpips_cache)[0]
+    cached, uncached = LPIPSDistance(model, size=32, batch_size=2), LPIPSDistance(model, 32, 2, cache_mb=0)
+    computed = []
+    original = cached.features
+    cached.features = lambda images: computed.append(len(images)) or original(images)
+    out = ic_lpips_type(generated, centres, cached, 50, np.random.default_rng(0))
+    assert sum(computed) == len(paths)  # assignment and cluster distances share the features
+    reference = ic_lpips_type(generated, centres, uncached, 50, np.random.default_rng(0))
+    assert out["cluster_sizes"] == reference["cluster_sizes"]
+    np.testing.assert_allclose(out["cluster_scores"], reference["cluster_scores"], atol=1e-6)
+    cached.clear()
+    computed.clear()
+    cached.within(generated[:2])
+    assert sum(computed) == 2

@@ -20,6 +20,7 @@ from anobench.benchmarks.runner.grid import (
     grid_categories,
     record_grid,
 )
+from anobench.benchmarks.runner.plan import format_plan
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
 from anobench.generation.locking import FolderLock
@@ -41,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set segmenter.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--plan", action="store_true", help="print the grid and a cost estimate per stage, run nothing"
+    )
     add_format_options(p)
     p.set_defaults(handler=run)
 
@@ -66,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     names = grid_categories(config, root)
     dataset_format = config.data.format or f"{detect_format(root)}, detected"
     fingerprints = data_fingerprints(config, root, names)  # reads and splits each category first
+    if args.plan:
+        jobs = expand_grid(config, root, run_dir, names, fingerprints)
+        print(f"plan for {config.name!r}: {len(jobs)} jobs, categories {', '.join(names)} ({dataset_format})")
+        print(format_plan(jobs, config))
+        return 0
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )

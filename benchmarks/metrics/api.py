@@ -217,6 +217,7 @@ def compute_generation_metrics(
             row[KEY_IC_LPIPS] = result["score"]
             row[KEY_IC_LPIPS_CLUSTER_SCORES] = result["cluster_scores"]
             row[KEY_IC_LPIPS_CLUSTER_SIZES] = result["cluster_sizes"]
+            distance.clear()  # the next type has other images
         per_type.setdefault(cat, {})[defect] = row
 
     computed = [m for m in names if m not in unavailable]

@@ -13,7 +13,8 @@ Algorithm (AnomalyDiffusion ``cal_ic_lpips.py`` = DualAnoDiff ``eval/compute-ic-
 LPIPS(x, y) = sum over layers l of mean over positions of sum_c w_lc (fx_lc - fy_lc)^2, where f are
 channel-normalised trunk features. Expanding the square, the distances between all members follow
 from one matrix product per layer on features computed once per image (:func:`pairwise_lpips`, used
-by :class:`LPIPSDistance`), instead of one network call per pair.
+by :class:`LPIPSDistance`, whose feature cache serves both the cluster assignment and the
+within-cluster distances), instead of one network call per pair.
 
 Example:
     >>> import numpy as np
@@ -56,10 +57,20 @@ class PathDistance(Protocol):
 
 
 class LPIPSDistance:
-    """Batched LPIPS on image files for one ``lpips.LPIPS`` model: features once per image, then matmuls."""
+    """Batched LPIPS on image files for one ``lpips.LPIPS`` model: features once per image, then matmuls.
+
+    Features are kept per image path (up to ``cache_mb`` megabytes), so the cluster assignment
+    (:meth:`cross`) and the within-cluster distances (:meth:`within`) compute each image's
+    features once; :meth:`clear` empties the cache (between defect types).
+    """
 
     def __init__(
-        self, model: torch.nn.Module, size: int = 256, batch_size: int = 8, device: str | torch.device = "cpu"
+        self,
+        model: torch.nn.Module,
+        size: int = 256,
+        batch_size: int = 8,
+        device: str | torch.device = "cpu",
+        cache_mb: float = 2048,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -67,6 +78,9 @@ class LPIPSDistance:
         self.batch_size = batch_size
         # w_lc of each layer's linear head (1x1 conv, no bias), shape (C, 1, 1).
         self.weights = [lin.model[-1].weight.detach()[0] for lin in self.model.lins]
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: dict[Path, Features] = {}
+        self._cached_bytes = 0
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> Features:
@@ -77,10 +91,30 @@ class LPIPSDistance:
         outs = self.model.net(self.model.scaling_layer(images.to(self.device, dtype)))
         return [lpips.normalize_tensor(o).flatten(1) for o in outs]
 
+    def clear(self) -> None:
+        """Forget the cached features."""
+        self._cache.clear()
+        self._cached_bytes = 0
+
+    def _remember(self, paths: Sequence[Path], feats: Features) -> None:
+        row_bytes = sum(f[0].numel() * f.element_size() for f in feats)
+        for i, path in enumerate(paths):
+            if path not in self._cache and self._cached_bytes + row_bytes <= self.cache_bytes:
+                self._cache[path] = [f[i : i + 1].clone() for f in feats]
+                self._cached_bytes += row_bytes
+
     def _batches(self, paths: Sequence[Path], desc: str | None) -> Iterator[Features]:
+        """Features of ``paths`` in batches of up to ``batch_size``; cached images are not recomputed."""
         starts = range(0, len(paths), self.batch_size)
         for start in tqdm(starts, desc=desc, leave=False, disable=desc is None):
-            yield self.features(load_lpips_input(paths[start : start + self.batch_size], self.size))
+            batch = paths[start : start + self.batch_size]
+            todo = [p for p in batch if p not in self._cache]
+            if todo:
+                fresh = self.features(load_lpips_input(todo, self.size))
+                computed = {p: [f[i : i + 1] for f in fresh] for i, p in enumerate(todo)}
+                self._remember(todo, fresh)
+            rows = [self._cache[p] if p in self._cache else computed[p] for p in batch]
+            yield [torch.cat([r[layer] for r in rows]) for layer in range(len(self.weights))]
 
     def features_of(self, paths: Sequence[Path]) -> Features:
         """Features of image files, computed in batches."""

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -32,7 +33,7 @@ from anobench.generation.dualanodiff.dual_unet import (
     LoRACLIPTextModel,
 )
 from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
-from anobench.generation.dualanodiff.trainer import dual_loss, step_generator
+from anobench.generation.dualanodiff.trainer import dual_loss, make_adamw, step_generator
 
 PROMPTS = ("a vfx with sks", "sks")
 
@@ -88,7 +89,7 @@ def time_training(
     if compile_unet:
         model.unet = torch.compile(model.unet)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=1e-2)
+    opt = make_adamw(params, 2e-5, 1e-2)
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
     data = random_pairs(pairs, resolution)
     model.train()
@@ -219,7 +220,42 @@ def sd15_cuda() -> None:
         )
 
 
-PARTS = {"cpu-small": cpu_small, "sd15-cpu": sd15_cpu, "sd15-cuda": sd15_cuda}
+def adamw(repeats: int = 5) -> None:
+    """AdamW over the SD-1.5 dual model's trainable tensors: the for-loop default, foreach, fused.
+
+    Interleaved repetitions in one process; the updates are compared with the default's.
+    """
+    parts = sd15_components(torch.float32)
+    shapes = [p.shape for p in DualAnoDiffModel(parts, rank=32).parameters() if p.requires_grad]
+    del parts
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(shape, generator=g) for shape in shapes]
+    grads = [torch.randn(shape, generator=g) for shape in shapes]
+    variants = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    params, opts, times = {}, {}, {name: [] for name in variants}
+    for name, kwargs in variants.items():
+        params[name] = [torch.nn.Parameter(t.clone()) for t in start]
+        for p, grad in zip(params[name], grads, strict=True):
+            p.grad = grad
+        opts[name] = torch.optim.AdamW(params[name], lr=1e-4, weight_decay=1e-2, eps=1e-8, **kwargs)
+    for _ in range(repeats):
+        for name in variants:
+            t0 = time.perf_counter()
+            opts[name].step()
+            times[name].append(time.perf_counter() - t0)
+    n = sum(t.numel() for t in start)
+    base = statistics.median(times["default"])
+    for name in variants:
+        diff = max(float((a - b).abs().max()) for a, b in zip(params[name], params["default"], strict=True))
+        median = statistics.median(times[name])
+        print(
+            f"adamw {name:8s} over {len(shapes)} tensors, {n / 1e6:.0f} M params: "
+            f"min {min(times[name]):.3f} s, median {median:.3f} s, default/this {base / median:.2f}x, "
+            f"max |param - default| after {repeats} steps {diff:.1e}"
+        )
+
+
+PARTS = {"cpu-small": cpu_small, "sd15-cpu": sd15_cpu, "sd15-cuda": sd15_cuda, "adamw": adamw}
 
 
 def main() -> None:

@@ -16,11 +16,14 @@ hundred steps, so the part branch would never learn its target. The anomaly itse
 
 The result is an ordinary diffusers folder (``vae/ unet/ text_encoder/ tokenizer/ scheduler/``) in
 ``<cache>/base/<category>-<hash>/``, where the hash covers the architecture, the base-training
-settings and the normal images; a later run with the same inputs loads it instead of training.
+settings and the normal images' contents; a later run with the same inputs loads it instead of
+training, and concurrent jobs needing the same base train it once (a file lock).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -46,8 +49,14 @@ BASE_VERSION = 2
 
 
 def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]) -> str:
-    """Cache key of an offline base: category + architecture + training settings + image files."""
-    files = [(str(p), p.stat().st_size) for p in normal_images]
+    """Cache key of an offline base: category + architecture + training settings + image contents.
+
+    The images enter by content (SHA-256 of their bytes, in order), not by path: the same data in
+    another folder (a rebuilt synthetic dataset, a copy) reuses the base, and an edited image does not.
+    Both ``dualanodiff`` and ``dualanodiff-bcm`` use it when these settings agree (BCM is not a
+    base setting); each category has its own base (its own normal images).
+    """
+    files = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in normal_images]
     fields = (
         "resolution",
         "base_vae_steps",
@@ -179,20 +188,37 @@ def offline_base(
             "(train/good is empty); give pretrained_model_name_or_path instead"
         )
     folder = cache_dir / "base" / base_key(config, category, normal_images)
-    if (folder / MARKER).exists():
-        broken = [p for f in sorted(folder.rglob("*.safetensors")) if (p := safetensors_problem(f))]
-        if not broken:
-            return folder
+    if _usable(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one trainer per base: a concurrent job (e.g. dualanodiff-bcm next to dualanodiff) waits and reuses it
+    with open(folder.with_name(f".{folder.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _usable(folder):
+            _train_and_save(config, category, normal_images, folder, progress)
+    return folder
+
+
+def _usable(folder: Path) -> bool:
+    """A complete cached base: its marker written and no truncated ``.safetensors`` (said, then retrained)."""
+    if not (folder / MARKER).exists():
+        return False
+    broken = [p for f in sorted(folder.rglob("*.safetensors")) if (p := safetensors_problem(f))]
+    if broken:
         print(f"{broken[0]}; retraining the cached offline base", file=sys.stderr)
+    return not broken
+
+
+def _train_and_save(
+    config: DualAnoDiffConfig, category: str, normal_images: list[Path], folder: Path, progress: bool
+) -> None:
     parts = train_base(config, normal_images, progress)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     parts.save_pretrained(tmp)
     (tmp / MARKER).write_text(json.dumps({"category": category, "normal_images": len(normal_images)}))
     shutil.rmtree(folder, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, folder)
-    return folder
 
 
 def load_base(folder: Path) -> Components:
