@@ -1,5 +1,11 @@
 """Read a run's raw per-job JSON into one long table (one row per job and metric).
 
+A run that trains more than one segmenter gets one row per (generator, segmenter): the
+``generator`` column then reads ``<generator> [<segmenter>]`` for downstream results, so every table,
+figure and the gate keep them apart; with one segmenter the labels are the plain generator names.
+Likewise a ``downstream.normal_fractions`` sweep labels its rows ``<generator> @normal=<fraction>``;
+the plain name stays in ``generator_name`` (the ratio figure's lines).
+
 Example:
     >>> from anobench.benchmarks.report.collect import collect_results
     >>> frame = collect_results("runs/quick")  # doctest: +SKIP
@@ -17,7 +23,8 @@ from anobench.benchmarks.errors import UserError
 
 COLUMNS = [
     "stage", "generator", "category", "seed", "metric", "value",
-    "selection", "config_hash", "finished_at", "path",
+    "selection", "segmenter", "normal_fraction", "generated_fraction", "generator_name",
+    "config_hash", "finished_at", "path",
 ]  # fmt: skip
 
 
@@ -30,6 +37,9 @@ def _rows(path: Path, payload: dict) -> list[dict]:
         "category": cell.get("category", key.get("category")),
         "seed": cell.get("seed", key.get("seed")),
         "selection": payload.get("selection"),
+        "segmenter": (payload.get("segmenter") or {}).get("name"),
+        "normal_fraction": (payload.get("recipe") or {}).get("normal_fraction"),
+        "generated_fraction": (payload.get("recipe") or {}).get("generated_fraction"),
         "config_hash": key.get("config_hash"),
         "finished_at": payload.get("finished_at"),
         "path": str(path),
@@ -57,10 +67,25 @@ def collect_results(run_dir: str | Path) -> pd.DataFrame:
                 f"{path}: not valid JSON; delete it and rerun the same command to redo that job"
             ) from None
         rows.extend(_rows(path, payload))
+    for row in rows:
+        row["generator_name"] = row["generator"]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         raise UserError(f"{raw}: holds no metric results yet")
     frame = frame.sort_values("finished_at").drop_duplicates(
-        ["stage", "generator", "category", "seed", "metric"], keep="last"
+        ["stage", "generator", "segmenter", "normal_fraction", "category", "seed", "metric"], keep="last"
     )
-    return frame.reset_index(drop=True)
+    return label_rows(frame).reset_index(drop=True)
+
+
+def label_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Row labels in ``generator``: the segmenter and the normal fraction where a run varies them."""
+    frame = frame.copy()
+    if frame["segmenter"].dropna().nunique() > 1:
+        has = frame["segmenter"].notna()
+        frame.loc[has, "generator"] = frame.loc[has, "generator"] + " [" + frame.loc[has, "segmenter"] + "]"
+    if frame["normal_fraction"].dropna().nunique() > 1:
+        has = frame["normal_fraction"].notna()
+        suffix = frame.loc[has, "normal_fraction"].map(lambda f: f" @normal={f:g}")
+        frame.loc[has, "generator"] = frame.loc[has, "generator"] + suffix
+    return frame

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from anobench.benchmarks.metrics.catalogue import GROUPS, Metric, grouped
 from anobench.benchmarks.report.collect import collect_results
-from anobench.benchmarks.report.figures import category_bars, curve_figures
+from anobench.benchmarks.report.figures import category_bars, curve_figures, ratio_figure
 from anobench.benchmarks.report.tables import (
     BEST_ON_TEST_MARK,
     metric_table,
@@ -72,6 +72,10 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
             lines += [f"### {entry.label} (`{entry.key}`)", "", to_markdown(shown), ""]
             if figure:
                 lines += [f"![{entry.label} per category]({figure.relative_to(out).as_posix()})", ""]
+    ratio = ratio_figure(frame, out / "figures" / "ratio.png")
+    if ratio:
+        lines += ["## Metrics against the generated share (`downstream.normal_fractions`)", ""]
+        lines += [f"![ratio]({ratio.relative_to(out).as_posix()})", ""]
     curves = curve_figures(frame, out / "figures")
     if curves:
         lines += ["## ROC and PR curves (image level and pixel level; AUC in the legend)", ""]

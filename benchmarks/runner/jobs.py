@@ -1,6 +1,7 @@
 """Jobs: one stage of one grid cell, idempotent and keyed.
 
-A job is keyed by (stage, generator, category, defect, seed, config hash). Its result is one JSON
+A job is keyed by (stage, generator, category, defect, seed, config hash) and, for a ``downstream``
+job, the segmenter. Its result is one JSON
 file under ``<run>/raw/<stage>/``; a job whose result file exists is skipped, and every write is
 atomic (temporary file, then rename), so a killed run loses only the jobs in flight and a rerun
 of the same command completes the grid.
@@ -23,6 +24,7 @@ from anobench.benchmarks.config import RunConfig, flatten
 from anobench.benchmarks.io import write_json
 from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
 from anobench.benchmarks.runner.stages import STAGE_BODIES
+from anobench.downstream.segmenters import create_segmenter
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.base import config_hash
 from anobench.generation.registry import create_generator
@@ -38,16 +40,19 @@ class JobKey:
     seed: int
     config_hash: str
     defect: str = "all"
+    segmenter: str | None = None  # the segmenter of a ``downstream`` job
 
     @property
     def name(self) -> str:
         """File-name-safe identifier (also the result file's stem)."""
-        text = f"{self.generator}__{self.category}__{self.defect}__seed{self.seed}__{self.config_hash}"
+        model = f"__{self.segmenter}" if self.segmenter else ""
+        text = f"{self.generator}{model}__{self.category}__{self.defect}__seed{self.seed}__{self.config_hash}"
         return re.sub(r"[^A-Za-z0-9_.\[\]-]+", "-", text)
 
     def label(self) -> str:
         """Short human-readable label."""
-        return f"{self.stage} {self.generator}/{self.category} seed{self.seed}"
+        model = f" [{self.segmenter}]" if self.segmenter else ""
+        return f"{self.stage} {self.generator}/{self.category}{model} seed{self.seed}"
 
 
 @dataclass
@@ -98,12 +103,14 @@ def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
     )
 
 
-def downstream_hash(config: RunConfig, gen_hash: str) -> str:
-    """Hash of the generation hash and the downstream protocol."""
+def downstream_hash(config: RunConfig, gen_hash: str, segmenter: str) -> str:
+    """Hash of the generation hash, the downstream protocol and the segmenter with its options."""
+    model = create_segmenter(segmenter, **config.downstream.options.get(segmenter, {}))
     return config_hash(
         {
             "generation": gen_hash,
             "segmenter": dataclasses.asdict(config.segmenter),
+            "model": {"name": segmenter, **dataclasses.asdict(model.config)},
             "pixel_f1": config.evaluation.pixel_f1,
         }
     )
