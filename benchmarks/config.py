@@ -274,14 +274,14 @@ def load_config(name_or_path: str | Path = "quick", overrides: list[str] | None 
 
 def _apply_protocol(raw: dict[str, Any]) -> None:
     """Fill the ``segmenter`` fields the named ``downstream.protocol`` sets, unless given explicitly."""
-    downstream = raw.get("downstream") or {}
-    protocol = downstream.get("protocol", DownstreamConfig.protocol) if isinstance(downstream, dict) else None
+    downstream, segmenter = raw.get("downstream") or {}, raw.setdefault("segmenter", {})
+    if not isinstance(downstream, dict) or not isinstance(segmenter, dict):
+        return  # reported by the type check
+    protocol = downstream.get("protocol", DownstreamConfig.protocol)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"downstream.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    segmenter = raw.setdefault("segmenter", {})
-    if isinstance(segmenter, dict):
-        for key, value in PROTOCOLS[protocol].items():
-            segmenter.setdefault(key, value)
+    for key, value in PROTOCOLS[protocol].items():
+        segmenter.setdefault(key, value)
 
 
 def validate_paths(config: RunConfig) -> None:
