@@ -24,7 +24,7 @@ from anobench.benchmarks.config import RunConfig, flatten
 from anobench.benchmarks.io import write_json
 from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
 from anobench.benchmarks.runner.stages import STAGE_BODIES
-from anobench.downstream.segmenters import create_segmenter
+from anobench.downstream.segmenters import DEFAULT_SEGMENTER, create_segmenter
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.base import config_hash
 from anobench.generation.registry import create_generator
@@ -45,7 +45,8 @@ class JobKey:
     @property
     def name(self) -> str:
         """File-name-safe identifier (also the result file's stem)."""
-        model = f"__{self.segmenter}" if self.segmenter else ""
+        # the default segmenter keeps the plain name (runs from before the registry resume as they were)
+        model = f"__{self.segmenter}" if self.segmenter not in (None, DEFAULT_SEGMENTER) else ""
         text = f"{self.generator}{model}__{self.category}__{self.defect}__seed{self.seed}__{self.config_hash}"
         return re.sub(r"[^A-Za-z0-9_.\[\]-]+", "-", text)
 
