@@ -31,7 +31,8 @@ from anobench.benchmarks.metrics.defaults import DEFAULTS as METRIC_DEFAULTS
 from anobench.benchmarks.metrics.defaults import IC_LPIPS_VARIANTS, METRIC_NAMES
 from anobench.downstream.classifier import ClassifierConfig
 from anobench.downstream.metrics import F1_MODES
-from anobench.downstream.training import SegmenterConfig
+from anobench.downstream.segmenters import DEFAULT_SEGMENTER, create_segmenter
+from anobench.downstream.training import PROTOCOLS, SegmenterConfig
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.registry import get_generator, list_generators
 
@@ -65,6 +66,30 @@ class GenerationConfig:
     reference: list[str] = field(default_factory=lambda: ["real-fewshot", "perlin"])
     n_per_defect: int = 500
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
+
+
+@dataclass
+class DownstreamConfig:
+    """Which inspection models are trained on every generated set (``anobench segmenters``)."""
+
+    segmenters: list[str] = field(default_factory=lambda: [DEFAULT_SEGMENTER])
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-segmenter config fields
+    # named recipe (downstream.training.PROTOCOLS): its segmenter.* values unless set explicitly
+    protocol: str = "anomalydiffusion"
+    # grid axis: one downstream job per value of segmenter.normal_fraction (empty: that field alone)
+    normal_fractions: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.segmenters:
+            raise ValueError("downstream.segmenters=[]: list at least one segmenter (`anobench segmenters`)")
+        for name in dict.fromkeys([*self.segmenters, *self.options]):
+            try:
+                create_segmenter(name, **self.options.get(name, {}))
+            except ValueError as exc:
+                raise ValueError(f"downstream: {exc}") from None
+        bad = [f for f in self.normal_fractions if not 0.0 <= f <= 1.0]
+        if bad:
+            raise ValueError(f"downstream.normal_fractions: {bad} not in [0, 1]")
 
 
 @dataclass
@@ -130,6 +155,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     genmetrics: GenMetricsConfig = field(default_factory=GenMetricsConfig)
@@ -254,10 +280,23 @@ def load_config(name_or_path: str | Path = "quick", overrides: list[str] | None 
         raise ConfigError(f"{path}: the top level must be a mapping")
     for override in overrides or []:
         _apply_override(raw, override)
+    _apply_protocol(raw)
     config = _validate(RunConfig, raw)
     validate_generators(config)
     validate_paths(config)
     return config
+
+
+def _apply_protocol(raw: dict[str, Any]) -> None:
+    """Fill the ``segmenter`` fields the named ``downstream.protocol`` sets, unless given explicitly."""
+    downstream, segmenter = raw.get("downstream") or {}, raw.setdefault("segmenter", {})
+    if not isinstance(downstream, dict) or not isinstance(segmenter, dict):
+        return  # reported by the type check
+    protocol = downstream.get("protocol", DownstreamConfig.protocol)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"downstream.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    for key, value in PROTOCOLS[protocol].items():
+        segmenter.setdefault(key, value)
 
 
 def validate_paths(config: RunConfig) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from anobench.downstream.errors import DownstreamInputError
 from anobench.downstream.metrics import (
@@ -27,7 +28,6 @@ from anobench.downstream.metrics import (
     SortedPixels,
     segmentation_metrics,
 )
-from anobench.downstream.segmenter import DiscriminativeUNet
 from anobench.downstream.training import SegmenterConfig, load_images, load_masks, predict_tensor
 
 GOOD = "good"
@@ -113,7 +113,7 @@ class HeldOutSplit:
 
 
 def predict_split(
-    model: DiscriminativeUNet, split: HeldOutSplit, config: SegmenterConfig
+    model: nn.Module, split: HeldOutSplit, config: SegmenterConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """The segmenter's anomaly maps and image scores on ``split``."""
     return predict_tensor(model, split.images, config.eval_batch_size, config.pool_kernel)

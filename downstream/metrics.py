@@ -21,6 +21,11 @@ Definitions (``P`` positives, thresholds = every distinct score, predicted posit
   interpolated at FPR = 0.3. The MVTec reference script samples 100 thresholds at quantiles of the
   normal pixels' scores instead, which approximates the same curve; :func:`aupro_sampled`
   reproduces it (differences are typically below 0.01).
+* ``pixel_iou``: intersection over union of the anomalous pixels at the best threshold, one threshold
+  for the whole split (``max_t TP(t) / (FP(t) + P)``); equals ``sklearn.metrics.jaccard_score`` of
+  ``score >= t`` at that threshold.
+* ``pixel_miou``: as SeaS reports "IoU" (its LFD evaluation): per anomalous test image (non-empty mask),
+  the IoU of that image at its own best threshold, averaged over those images.
 * ``cls_accuracy``: correct predictions over **all** test images.
 
 Example:
@@ -50,9 +55,12 @@ PIXEL_AUROC = "pixel_auroc"
 PIXEL_AP = "pixel_ap"
 PIXEL_F1MAX = "pixel_f1max"
 PIXEL_AUPRO = "pixel_aupro"
+PIXEL_IOU = "pixel_iou"
+PIXEL_MIOU = "pixel_miou"
 CLS_ACCURACY = "cls_accuracy"
 
-SEGMENTATION_KEYS = (IMAGE_AUROC, IMAGE_AP, IMAGE_F1MAX, PIXEL_AUROC, PIXEL_AP, PIXEL_F1MAX, PIXEL_AUPRO)
+SEGMENTATION_KEYS = (IMAGE_AUROC, IMAGE_AP, IMAGE_F1MAX, PIXEL_AUROC, PIXEL_AP, PIXEL_F1MAX, PIXEL_AUPRO,
+                     PIXEL_IOU, PIXEL_MIOU)  # fmt: skip
 # The reference scripts' model-selection criterion (sum of these four on the test split).
 SELECTION_KEYS = (IMAGE_AUROC, PIXEL_AUROC, PIXEL_AP, PIXEL_AUPRO)
 F1_MODES = ("exact", "grid-0.05")
@@ -120,6 +128,21 @@ def ap_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
 def f1max_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
     """Largest F1 over every threshold, given :func:`binary_curve` counts."""
     return float(np.max(2.0 * tps / (tps + fps + tps[-1])))
+
+
+def iou_max_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
+    """Largest IoU ``TP / (TP + FP + FN)`` over every threshold, given :func:`binary_curve` counts."""
+    return float(np.max(tps / (fps + tps[-1])))
+
+
+def mean_image_iou(maps: np.ndarray, masks: np.ndarray) -> float:
+    """SeaS's mIoU: each anomalous image's IoU at its own best threshold, averaged (see module doc)."""
+    per_image = [
+        iou_max_from_curve(*binary_curve(m, g)[:2]) for m, g in zip(maps, masks, strict=True) if g.any()
+    ]
+    if not per_image:
+        raise DownstreamInputError("pixel mIoU: no test image has anomalous pixels")
+    return float(np.mean(per_image))
 
 
 def f1max_on_grid(
@@ -384,6 +407,8 @@ def segmentation_metrics(
         PIXEL_AP: ap_from_curve(ptps, pfps),
         PIXEL_F1MAX: pixel_f1max,
         PIXEL_AUPRO: aupro_from_curve(*pixels.pro_curve(AUPRO_FPR_LIMIT)),
+        PIXEL_IOU: iou_max_from_curve(ptps, pfps),
+        PIXEL_MIOU: mean_image_iou(maps, masks),
     }
 
 

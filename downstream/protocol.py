@@ -9,6 +9,11 @@ Selection policies (``SegmenterConfig.selection``):
   **test** split and the one with the largest image AUROC + pixel AUROC + pixel AP + AU-PRO is kept.
   This selects on the data it reports, so its numbers are optimistic; the result says so
   (``selection: best-on-test`` and ``selected_epoch``).
+* ``generated-val``: a fraction ``val_fraction`` of the generated pairs of every defect type and of
+  the normal images is held out (seeded) and not trained on; after every epoch the model is scored
+  on that *generated* validation split with the same criterion and the best one is kept. It never
+  sees the test split, so its numbers are honest, and it rewards generators whose pairs predict
+  their own held-out pairs (a different question from the test split's).
 
 Example:
     >>> from anobench.downstream.protocol import run_segmentation  # doctest: +SKIP
@@ -20,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from anobench.downstream.errors import DownstreamInputError
 from anobench.downstream.evaluation import HeldOutSplit, predict_split
 from anobench.downstream.metrics import AUPRO_FPR_LIMIT, SortedPixels, selection_score
+from anobench.downstream.segmenters import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 from anobench.downstream.training import SegmenterConfig, train_segmenter
 
 SCORES_FILE = "scores.npz"
@@ -39,7 +47,10 @@ CURVE_POINTS = 1000  # points kept of the PRO curve (FPR up to the integration l
 
 
 class BestOnTest:
-    """Keeps a CPU copy of the model state with the highest ``criterion`` seen so far (ties: earliest)."""
+    """Keeps a CPU copy of the model state with the highest ``criterion`` seen so far (ties: earliest).
+
+    Used for both ``best-on-test`` and ``generated-val`` (on a generated validation split).
+    """
 
     def __init__(self) -> None:
         self.best: float = -np.inf
@@ -71,6 +82,8 @@ def run_segmentation(
     pixel_f1: str = "exact",
     out_dir: Path | None = None,
     progress: bool = True,
+    segmenter: Segmenter | None = None,
+    real_anomalies: dict[str, list[tuple[Path, Path]]] | None = None,
 ) -> dict[str, Any]:
     """Train one segmenter and score it on the real test split.
 
@@ -87,29 +100,47 @@ def run_segmentation(
         out_dir: when given, ``scores.npz`` (image scores/labels, a pixel sample, the PRO curve) is
             written there for plots; see :func:`save_scores`.
         progress: show a progress bar.
+        segmenter: the network (a registered segmenter); None: ``draem-unet``.
+        real_anomalies: the real few-shot pairs per defect type (used when ``config.real_fraction > 0``).
 
     Returns:
-        ``metrics`` (named keys), ``per_defect`` metrics, ``selection``, ``selected_epoch``,
-        ``epochs``, ``history`` (per epoch: training loss, and the test criterion under
-        ``best-on-test``), ``train_counts`` and ``scores_file`` (or None).
+        ``metrics`` (named keys), ``per_defect`` metrics, ``segmenter`` (name, options and pretrained
+        weights), ``selection``, ``selected_epoch``,
+        ``epochs``, ``history`` (per epoch: training loss, and the criterion under ``best-on-test``
+        or ``generated-val``), ``recipe`` (the sample shares, augmentation, selection),
+        ``train_counts`` and ``scores_file`` (or None).
     """
+    segmenter = segmenter or create_segmenter(DEFAULT_SEGMENTER)
     split = HeldOutSplit.load(test_good, test_anomalies_by_defect, config.image_size)
+    normal_images, generated_pairs_by_defect = list(normal_images), dict(generated_pairs_by_defect)
+    validation = {"best-on-test": split, "last-epoch": None}.get(config.selection)
+    if config.selection == "generated-val":
+        normal_images, generated_pairs_by_defect, validation = generated_validation(
+            normal_images, generated_pairs_by_defect, config, seed
+        )
     history: list[dict[str, float]] = []
     tracker = BestOnTest()
 
     def on_epoch_end(epoch: int, model: nn.Module, loss: float) -> None:
         entry = {"epoch": epoch, "loss": loss}
-        if config.selection == "best-on-test":
-            maps, scores = predict_split(model, split, config)
-            entry["criterion"] = selection_score(split.score(maps, scores, pixel_f1))
+        if validation is not None:
+            maps, scores = predict_split(model, validation, config)
+            entry["criterion"] = selection_score(validation.score(maps, scores, pixel_f1))
             tracker.offer(epoch, model, entry["criterion"])
         history.append(entry)
 
     model = train_segmenter(
-        normal_images, generated_pairs_by_defect, config, seed, on_epoch_end=on_epoch_end, progress=progress
+        normal_images,
+        generated_pairs_by_defect,
+        config,
+        seed,
+        on_epoch_end=on_epoch_end,
+        progress=progress,
+        segmenter=segmenter,
+        real_anomalies=real_anomalies,
     )
     selected_epoch = config.epochs
-    if config.selection == "best-on-test":
+    if validation is not None:
         tracker.restore(model)
         selected_epoch = tracker.epoch
     maps, scores = predict_split(model, split, config)
@@ -117,11 +148,23 @@ def run_segmentation(
     result: dict[str, Any] = {
         "metrics": split.score(maps, scores, pixel_f1, pixels=pixels),
         "per_defect": split.score_per_defect(maps, scores, pixels),
+        "segmenter": {
+            "name": segmenter.name,
+            "options": dataclasses.asdict(segmenter.config),
+            "weights": segmenter.weights(),
+        },
         "selection": config.selection,
         "selected_epoch": selected_epoch,
         "epochs": config.epochs,
         "pixel_f1_mode": pixel_f1,
         "history": history,
+        "recipe": {
+            "normal_fraction": config.normal_fraction,
+            "real_fraction": config.real_fraction,
+            "generated_fraction": config.generated_fraction,
+            "augment": config.augment,
+            "selection": config.selection,
+        },
         "train_counts": {
             "normal": len(normal_images),
             **{d: len(p) for d, p in sorted(generated_pairs_by_defect.items())},
@@ -132,6 +175,36 @@ def run_segmentation(
         path = save_scores(Path(out_dir) / SCORES_FILE, split, maps, scores, seed, pixels)
         result["scores_file"] = str(path)
     return result
+
+
+def generated_validation(
+    normal_images: list[Path],
+    generated: dict[str, list[tuple[Path, Path]]],
+    config: SegmenterConfig,
+    seed: int,
+) -> tuple[list[Path], dict[str, list[tuple[Path, Path]]], HeldOutSplit]:
+    """Hold out ``config.val_fraction`` (at least one) of the normals and of each type's generated pairs.
+
+    Returns the training normals, the training pairs and the validation split (seeded shuffle).
+    """
+    rng = np.random.default_rng([seed, 1])
+
+    def cut(items: list) -> tuple[list, list]:
+        if len(items) < 2:
+            raise DownstreamInputError(
+                f"selection=generated-val: needs at least 2 normal images and 2 generated pairs per "
+                f"defect type to hold some out (got {len(items)})"
+            )
+        order = rng.permutation(len(items))
+        n_val = min(len(items) - 1, max(1, round(config.val_fraction * len(items))))
+        return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+
+    train_normals, val_normals = cut(normal_images)
+    train_pairs, val_pairs = {}, {}
+    for defect, pairs in sorted(generated.items()):
+        train_pairs[defect], val_pairs[defect] = cut(list(pairs))
+    validation = HeldOutSplit.load(val_normals, val_pairs, config.image_size)
+    return train_normals, train_pairs, validation
 
 
 def save_scores(

@@ -6,6 +6,12 @@ of them normal training images with empty masks, the rest generated pairs (defec
 then pair uniform); RGB in [0, 1], resized, no augmentation; focal loss; Adam; MultiStepLR at
 80 % / 90 % of the epochs with gamma 0.2.
 
+Recipes (each a config field, recorded with the result): ``real_fraction`` of the samples are the
+real few-shot anomalies (defect type uniform, then pair uniform), ``augment`` applies O2MAG's
+augmentation to every anomalous sample (see :func:`o2mag_augment`), and :data:`PROTOCOLS` names
+whole recipes (``anomalydiffusion``: the default above; ``o2mag``: 50 % normal, 10 % real few-shot,
+40 % generated, augmented).
+
 Example:
     >>> from anobench.downstream.training import SegmenterConfig
     >>> SegmenterConfig().image_size, SegmenterConfig().epochs
@@ -21,13 +27,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from anobench.downstream.errors import DownstreamInputError
-from anobench.downstream.segmenter import DiscriminativeUNet, focal_loss, image_scores
+from anobench.downstream.segmenter import image_scores
+from anobench.downstream.segmenters import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 from anobench.generation.base import load_rgb, read_mask, resize_mask
 
-SELECTION_POLICIES = ("last-epoch", "best-on-test")
+SELECTION_POLICIES = ("last-epoch", "best-on-test", "generated-val")
+#: Named recipes: the SegmenterConfig fields each sets (``downstream.protocol``).
+PROTOCOLS: dict[str, dict[str, object]] = {
+    "anomalydiffusion": {"normal_fraction": 0.5, "real_fraction": 0.0, "augment": False},
+    "o2mag": {"normal_fraction": 0.5, "real_fraction": 0.1, "augment": True},
+}
+AUGMENT_PROBABILITY = 0.5  # O2MAG augments each anomalous sample with probability 0.5
 
 
 @dataclass
@@ -39,6 +53,9 @@ class SegmenterConfig:
     epochs: int = 200
     samples_per_epoch: int = 500
     normal_fraction: float = 0.5
+    real_fraction: float = 0.0  # of the samples: real few-shot anomalies (the rest: generated pairs)
+    augment: bool = False  # O2MAG's crop, rotation and shift of the anomalous samples
+    val_fraction: float = 0.2  # generated-val: generated pairs and normals held out per defect type
     batch_size: int = 16
     lr: float = 1e-4
     lr_milestones: tuple[float, float] = (0.8, 0.9)
@@ -74,6 +91,17 @@ class SegmenterConfig:
             )
         if not 0.0 <= self.normal_fraction <= 1.0:
             raise DownstreamInputError(f"segmenter.normal_fraction={self.normal_fraction}: must be in [0, 1]")
+        if not 0.0 <= self.real_fraction <= 1.0 - self.normal_fraction + 1e-12:
+            raise DownstreamInputError(
+                f"segmenter.real_fraction={self.real_fraction}: must be in [0, 1 - normal_fraction]"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DownstreamInputError(f"segmenter.val_fraction={self.val_fraction}: must be in (0, 1)")
+
+    @property
+    def generated_fraction(self) -> float:
+        """The share of generated pairs among the training samples."""
+        return max(0.0, 1.0 - self.normal_fraction - self.real_fraction)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,41 +127,101 @@ def load_masks(paths: Sequence[Path], size: int) -> torch.Tensor:
     return out
 
 
+class PairSet:
+    """(image, mask) pairs per defect type, decoded once into uint8 / bool tensors."""
+
+    def __init__(self, pairs: dict[str, list[tuple[Path, Path]]], size: int) -> None:
+        self.defects = sorted(d for d, p in pairs.items() if p)
+        self.images = {d: load_images([p[0] for p in pairs[d]], size) for d in self.defects}
+        self.masks = {d: load_masks([p[1] for p in pairs[d]], size) for d in self.defects}
+
+    def draw(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair: defect type uniform, then pair uniform."""
+        defect = self.defects[rng.integers(len(self.defects))]
+        j = rng.integers(len(self.images[defect]))
+        return self.images[defect][j], self.masks[defect][j]
+
+
 class TrainingPool:
-    """Normal images and generated pairs held in memory, sampled as the reference protocol does."""
+    """Normal images, generated pairs and real few-shot pairs in memory, sampled as the recipe says."""
 
     def __init__(
         self,
         normal_images: Sequence[Path],
         generated: dict[str, list[tuple[Path, Path]]],
         size: int,
+        real: dict[str, list[tuple[Path, Path]]] | None = None,
     ) -> None:
         if not normal_images:
             raise DownstreamInputError("segmenter training needs normal images (train/good); none were given")
         self.normals = load_images(normal_images, size)
-        self.defects = sorted(d for d, pairs in generated.items() if pairs)
-        self.images = {d: load_images([p[0] for p in generated[d]], size) for d in self.defects}
-        self.masks = {d: load_masks([p[1] for p in generated[d]], size) for d in self.defects}
+        self.generated = PairSet(generated, size)
+        self.real = PairSet(real or {}, size)
+        self.defects = self.generated.defects
 
     def draw(
-        self, n: int, normal_fraction: float, rng: np.random.Generator
+        self,
+        n: int,
+        normal_fraction: float,
+        rng: np.random.Generator,
+        real_fraction: float = 0.0,
+        augment: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` samples (images float in [0, 1], masks float 0/1); no generated pairs -> all normal."""
+        """``n`` samples (images float in [0, 1], masks float 0/1).
+
+        Each is normal with probability ``normal_fraction``, a real few-shot pair with probability
+        ``real_fraction``, else a generated pair; a missing source falls back to normal images.
+        """
         images, masks = [], []
         size = self.normals.shape[-1]
         for _ in range(n):
-            if not self.defects or rng.random() < normal_fraction:
+            u = 1.0 if not self.defects and not self.real.defects else rng.random()
+            source = None
+            if u >= normal_fraction:
+                real = u < normal_fraction + real_fraction
+                source = self.real if real else self.generated
+                source = source if source.defects else None
+            if source is None:
                 images.append(self.normals[rng.integers(len(self.normals))])
                 masks.append(torch.zeros((size, size), dtype=torch.bool))
-            else:
-                defect = self.defects[rng.integers(len(self.defects))]
-                j = rng.integers(len(self.images[defect]))
-                images.append(self.images[defect][j])
-                masks.append(self.masks[defect][j])
+                continue
+            image, mask = source.draw(rng)
+            if augment and rng.random() < AUGMENT_PROBABILITY:
+                image, mask = o2mag_augment(image, mask, rng)
+            images.append(image)
+            masks.append(mask)
         return torch.stack(images).float() / 255.0, torch.stack(masks).float()
 
 
-EpochCallback = Callable[[int, DiscriminativeUNet, float], None]
+def o2mag_augment(
+    image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """O2MAG's anomaly augmentation on a uint8 (3, S, S) image and bool (S, S) mask.
+
+    As O2MAG's ``RandomAugmentation``: crop a margin of up to S/16 (the same on opposite sides),
+    rotate by U(-30, 30) degrees with the canvas expanded (nearest neighbour, black fill), and paste
+    the result's top-left corner at a shift of up to 16 px (scaled from O2MAG's 1024 px MVTec images:
+    S/64 here) onto a black S x S canvas. O2MAG augments before resizing; this runs on the resized
+    pairs (decoded once), so the crop and rotation are the same, the shift is in proportion.
+    """
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    size = image.shape[-1]
+    cx, cy = (int(rng.integers(0, size // 16 + 1)) for _ in range(2))
+    angle = float(rng.uniform(-30.0, 30.0))
+    shift = max(1, size // 64)
+    dx, dy = (int(rng.integers(-shift, shift + 1)) for _ in range(2))
+    stack = torch.cat([image, mask[None].to(torch.uint8) * 255])[:, cy : size - cy, cx : size - cx]
+    stack = TF.rotate(stack, angle, interpolation=InterpolationMode.NEAREST, expand=True)
+    canvas = torch.zeros((4, size, size), dtype=torch.uint8)
+    src = stack[:, max(0, -dy) : size - dy, max(0, -dx) : size - dx]
+    h, w = min(src.shape[1], size - max(0, dy)), min(src.shape[2], size - max(0, dx))
+    canvas[:, max(0, dy) : max(0, dy) + h, max(0, dx) : max(0, dx) + w] = src[:, :h, :w]
+    return canvas[:3], canvas[3] > 127
+
+
+EpochCallback = Callable[[int, nn.Module, float], None]
 
 
 def train_segmenter(
@@ -144,7 +232,9 @@ def train_segmenter(
     *,
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
-) -> DiscriminativeUNet:
+    segmenter: Segmenter | None = None,
+    real_anomalies: dict[str, list[tuple[Path, Path]]] | None = None,
+) -> nn.Module:
     """Train one segmenter (one per category) and return it in eval mode.
 
     Args:
@@ -156,12 +246,21 @@ def train_segmenter(
         on_epoch_end: called with (epoch, model, mean training loss) after every epoch (epochs
             count from 1; used for ``best-on-test`` and the loss history).
         progress: show a progress bar over the epochs.
+        segmenter: the network (registered segmenter); None: ``draem-unet``.
+        real_anomalies: per defect type, the real few-shot (image, mask) pairs drawn with
+            ``config.real_fraction`` (needed when it is above 0).
     """
+    if config.real_fraction > 0 and not any((real_anomalies or {}).values()):
+        raise DownstreamInputError(
+            f"segmenter.real_fraction={config.real_fraction} needs real few-shot anomalies; none were given"
+        )
+    segmenter = segmenter or create_segmenter(DEFAULT_SEGMENTER)
+    _check_batches(config, segmenter)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     device = resolve_device(config.device)
-    pool = TrainingPool(normal_images, generated, config.image_size)
-    model = DiscriminativeUNet(base_width=config.base_width).to(device)
+    pool = TrainingPool(normal_images, generated, config.image_size, real_anomalies)
+    model = segmenter.build(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     milestones = [int(config.epochs * m) for m in config.lr_milestones]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
@@ -172,9 +271,8 @@ def train_segmenter(
         epoch_loss = 0.0
         for step in range(steps):
             n = min(config.batch_size, config.samples_per_epoch - step * config.batch_size)
-            images, masks = pool.draw(n, config.normal_fraction, rng)
-            logits = model(images.to(device))
-            loss = focal_loss(logits, masks.to(device), gamma=config.focal_gamma)
+            images, masks = pool.draw(n, config.normal_fraction, rng, config.real_fraction, config.augment)
+            loss = segmenter.loss(model, images.to(device), masks.to(device), config.focal_gamma)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -186,9 +284,20 @@ def train_segmenter(
     return model.eval()
 
 
+def _check_batches(config: SegmenterConfig, segmenter: Segmenter) -> None:
+    """Every training batch (the last one of an epoch included) must fit the network."""
+    last = config.samples_per_epoch % config.batch_size or config.batch_size
+    if min(config.batch_size, last) < segmenter.min_batch:
+        raise DownstreamInputError(
+            f"segmenter {segmenter.name!r} trains on batches of at least {segmenter.min_batch}; "
+            f"segmenter.batch_size={config.batch_size} with samples_per_epoch={config.samples_per_epoch} "
+            f"gives a batch of {min(config.batch_size, last)}"
+        )
+
+
 @torch.no_grad()
 def predict_tensor(
-    model: DiscriminativeUNet, images: torch.Tensor, batch_size: int = 16, pool_kernel: int = 21
+    model: nn.Module, images: torch.Tensor, batch_size: int = 16, pool_kernel: int = 21
 ) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly-probability maps (N, H, W) and image scores (N,) for uint8 images (N, 3, H, W).
 

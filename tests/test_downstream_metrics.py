@@ -199,3 +199,22 @@ def test_per_defect_metrics_from_one_sort_equal_a_fresh_sort_per_subset(ties):
     assert fpr[-2] <= M.AUPRO_FPR_LIMIT < fpr[-1]
     np.testing.assert_array_equal(fpr, full_fpr[: len(fpr)])
     np.testing.assert_allclose(pro, full_pro[: len(pro)], atol=1e-12)
+
+
+def test_iou_metrics_hand_computed_and_equal_sklearn_jaccard():
+    from sklearn.metrics import jaccard_score
+
+    maps = np.array([[[0.9, 0.8], [0.1, 0.2]], [[0.3, 0.7], [0.0, 0.0]], [[0.6, 0.5], [0.4, 0.05]]])
+    masks = np.array([[[1, 0], [1, 0]], [[0, 1], [0, 0]], [[0, 0], [0, 0]]], dtype=bool)
+    # image 0: best IoU 1/2 (at 0.9 and at 0.1); image 1: 1 (at 0.7); image 2 has no anomaly: left out
+    assert M.mean_image_iou(maps, masks) == pytest.approx(0.75)
+    # pooled over the split: best at 0.7, where 2 of 3 positives and 1 negative score >= t -> 2/4
+    metrics = M.segmentation_metrics(maps, masks, scores=np.array([0.9, 0.7, 0.6]))
+    assert metrics[M.PIXEL_IOU] == pytest.approx(0.5) and metrics[M.PIXEL_MIOU] == pytest.approx(0.75)
+    rng = np.random.default_rng(0)
+    scores, labels = rng.random(500).round(2), rng.random(500) < 0.3
+    best = max(jaccard_score(labels, scores >= t) for t in np.unique(scores))
+    tps, fps, _ = M.binary_curve(scores, labels)
+    assert M.iou_max_from_curve(tps, fps) == pytest.approx(best)
+    with pytest.raises(DownstreamInputError, match="no test image has anomalous pixels"):
+        M.mean_image_iou(maps[2:], masks[2:])

@@ -211,10 +211,12 @@ def _downstream_job(tmp_path, nut_root):
     from anobench.benchmarks.config import load_config
     from anobench.benchmarks.runner.jobs import Job, JobKey
     from anobench.benchmarks.runner.stage_names import DOWNSTREAM, GENERATE
+    from anobench.downstream.segmenters import DEFAULT_SEGMENTER
 
     config = load_config("quick", [])
     gen = JobKey(GENERATE, "toy", "nut", 0, "g")
-    return Job(JobKey(DOWNSTREAM, "toy", "nut", 0, "d"), config, nut_root, tmp_path / "run", depends_on=[gen])
+    key = JobKey(DOWNSTREAM, "toy", "nut", 0, "d", segmenter=DEFAULT_SEGMENTER)
+    return Job(key, config, nut_root, tmp_path / "run", depends_on=[gen])
 
 
 def _stub_segmentation(monkeypatch, seg):
@@ -230,8 +232,8 @@ def test_downstream_results_store_scores_file_relative_to_the_run_folder(tmp_pat
 
     job = _downstream_job(tmp_path, nut_root)
     scores = job.result_path.with_suffix("") / "scores.npz"
-    seg = {"metrics": {}, "selection": "last", "selected_epoch": 1, "per_defect": {}, "history": [],
-           "scores_file": str(scores)}  # fmt: skip
+    seg = {"metrics": {}, "segmenter": {}, "recipe": {}, "selection": "last", "selected_epoch": 1,
+           "per_defect": {}, "history": [], "scores_file": str(scores)}  # fmt: skip
     _stub_segmentation(monkeypatch, seg)
     assert jobs.execute(job).status == "done"
     stored = json.loads(job.result_path.read_text())["scores_file"]
@@ -246,8 +248,8 @@ def test_a_truncated_result_is_rerun_not_skipped(tmp_path, nut_root, monkeypatch
     job.result_path.parent.mkdir(parents=True)
     job.result_path.write_text('{"metrics": {"image_au')
     assert not job.done()
-    seg = {"metrics": {"image_auroc": 0.7}, "selection": "last", "selected_epoch": 1, "per_defect": {},
-           "history": [], "scores_file": None}  # fmt: skip
+    seg = {"metrics": {"image_auroc": 0.7}, "segmenter": {}, "recipe": {}, "selection": "last",
+           "selected_epoch": 1, "per_defect": {}, "history": [], "scores_file": None}  # fmt: skip
     _stub_segmentation(monkeypatch, seg)
     assert jobs.execute(job).status == "done"
     assert "unreadable result (truncated?); running the job again" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 
 from anobench.generation.registry import get_generator, list_generators
 
@@ -21,12 +22,17 @@ def run(args: argparse.Namespace) -> int:
     names = list_generators(args.pattern)
     if not names:
         print(f"no registered generator matches {args.pattern!r}; `anobench generators` lists them all")
+    print_entries(names, get_generator, args.verbose)
+    return 0
+
+
+def print_entries(names: list[str], get: Callable[[str], type], verbose: bool) -> None:
+    """One registered class per line (its docstring's first line), with its ``Config`` fields when verbose."""
     for name in names:
-        cls = get_generator(name)
+        cls = get(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name:20s} {doc}")
-        if args.verbose:
+        if verbose:
             for f in dataclasses.fields(cls.Config):
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
                 print(f"{'':20s}   {f.name} = {default!r}")
-    return 0

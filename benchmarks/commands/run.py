@@ -92,9 +92,11 @@ def run(args: argparse.Namespace) -> int:
         if job.key.stage == DOWNSTREAM and job.done():
             result = json.loads(job.result_path.read_text())
             rows.append({"category": job.key.category, "generator": job.key.generator, "seed": job.key.seed,
+                         "segmenter": job.key.segmenter, "normal": job.config.segmenter.normal_fraction,
                          **format_row(result["metrics"])})  # fmt: skip
     if rows:
-        print(format_table(rows, ["category", "generator", "seed", *headline(DOWNSTREAM)]))
+        varied = [c for c in ("segmenter", "normal") if len({str(r[c]) for r in rows}) > 1]
+        print(format_table(rows, ["category", "generator", *varied, "seed", *headline(DOWNSTREAM)]))
     print(
         f"{summary.count('done')} jobs run, {summary.count('skipped')} already done, "
         f"{len(summary.failures)} failed or blocked, in {summary.seconds:.0f} s; "

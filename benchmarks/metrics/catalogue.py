@@ -71,6 +71,8 @@ from anobench.downstream.metrics import (
     PIXEL_AUPRO,
     PIXEL_AUROC,
     PIXEL_F1MAX,
+    PIXEL_IOU,
+    PIXEL_MIOU,
 )
 from anobench.generation.quality import (
     AREA_MEAN,
@@ -212,6 +214,10 @@ CATALOGUE: tuple[Metric, ...] = (
            note="variant: evaluation.pixel_f1 / --pixel-f1 (exact, grid-0.05), recorded as pixel_f1_mode"),
     Metric(PIXEL_AUPRO, "AU-PRO", LOCALIZATION, HIGHER, _SEG, _BOTH,
            note="exact PRO curve up to FPR 0.3 (downstream.metrics.aupro_sampled: the MVTec script's)"),
+    Metric(PIXEL_IOU, "Pixel IoU", LOCALIZATION, HIGHER, _SEG, _CELL,
+           note="anomalous-pixel IoU at the split's best threshold"),
+    Metric(PIXEL_MIOU, "mIoU", LOCALIZATION, HIGHER, _SEG, _CELL,
+           note="SeaS's IoU: per anomalous image at its best threshold, averaged"),
     Metric(CLS_ACCURACY, "Classification accuracy", CLASSIFICATION, HIGHER, (CLASSIFY,), _CELL,
            note="over all held-out real anomalies; single-defect categories write none"),
 )

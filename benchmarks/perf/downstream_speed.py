@@ -17,21 +17,22 @@ import numpy as np
 import torch
 
 from anobench.downstream import metrics as M
-from anobench.downstream.segmenter import DiscriminativeUNet, focal_loss
-from anobench.downstream.training import resolve_device
+from anobench.downstream.segmenters import DEFAULT_SEGMENTER, Segmenter, create_segmenter
+from anobench.downstream.training import SegmenterConfig, resolve_device
 
 
 def segmenter_throughput(
-    size: int, width: int, batch: int, steps: int, device: torch.device
+    size: int, width: int, batch: int, steps: int, device: torch.device, segmenter: Segmenter | None = None
 ) -> tuple[float, float]:
-    """Training images per wall-clock second and per CPU second."""
-    model = DiscriminativeUNet(base_width=width).to(device)
+    """Training images per wall-clock second and per CPU second (``segmenter``: default draem-unet)."""
+    segmenter = segmenter or create_segmenter(DEFAULT_SEGMENTER)
+    model = segmenter.build(SegmenterConfig(image_size=size, base_width=width)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images = torch.rand(batch, 3, size, size, device=device)
     masks = (torch.rand(batch, size, size, device=device) > 0.95).float()
 
     def step() -> None:
-        loss = focal_loss(model(images), masks)
+        loss = segmenter.loss(model, images, masks, 2.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

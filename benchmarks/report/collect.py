@@ -5,6 +5,12 @@ Only the results of ONE run configuration are read: those of the run folder's la
 folder reused with other settings or another dataset state never mixes them. A folder without
 records (made before they existed) falls back to the newest result per cell.
 
+A run that trains more than one segmenter gets one row per (generator, segmenter): the
+``generator`` column then reads ``<generator> [<segmenter>]`` for downstream results, so every table,
+figure and the gate keep them apart; with one segmenter the labels are the plain generator names.
+Likewise a ``downstream.normal_fractions`` sweep labels its rows ``<generator> @normal=<fraction>``;
+the plain name stays in ``generator_name`` (the ratio figure's lines).
+
 Example:
     >>> from anobench.benchmarks.report.collect import collect_results, select_run
     >>> print(select_run("runs/quick").describe())  # doctest: +SKIP
@@ -28,7 +34,8 @@ from anobench.benchmarks.runner.record import RUNS_FILE, read_runs
 
 COLUMNS = [
     "stage", "generator", "category", "seed", "metric", "value",
-    "selection", "config_hash", "finished_at", "path",
+    "selection", "segmenter", "normal_fraction", "generated_fraction", "generator_name",
+    "config_hash", "finished_at", "path",
 ]  # fmt: skip
 
 
@@ -41,6 +48,9 @@ def _rows(path: Path, payload: dict) -> list[dict]:
         "category": cell.get("category", key.get("category")),
         "seed": cell.get("seed", key.get("seed")),
         "selection": payload.get("selection"),
+        "segmenter": (payload.get("segmenter") or {}).get("name"),
+        "normal_fraction": (payload.get("recipe") or {}).get("normal_fraction"),
+        "generated_fraction": (payload.get("recipe") or {}).get("generated_fraction"),
         "config_hash": key.get("config_hash"),
         "finished_at": payload.get("finished_at"),
         "path": str(path),
@@ -130,10 +140,25 @@ def collect_results(run_dir: str | Path, run_config: str | None = None) -> pd.Da
             )
             continue
         rows.extend(_rows(path, payload))
+    for row in rows:
+        row["generator_name"] = row["generator"]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         raise UserError(f"{selection.run_dir}: the run ({selection.describe()}) has no metric results yet")
     frame = frame.sort_values("finished_at").drop_duplicates(
-        ["stage", "generator", "category", "seed", "metric"], keep="last"
+        ["stage", "generator", "segmenter", "normal_fraction", "category", "seed", "metric"], keep="last"
     )
-    return frame.reset_index(drop=True)
+    return label_rows(frame).reset_index(drop=True)
+
+
+def label_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Row labels in ``generator``: the segmenter and the normal fraction where a run varies them."""
+    frame = frame.copy()
+    if frame["segmenter"].dropna().nunique() > 1:
+        has = frame["segmenter"].notna()
+        frame.loc[has, "generator"] = frame.loc[has, "generator"] + " [" + frame.loc[has, "segmenter"] + "]"
+    if frame["normal_fraction"].dropna().nunique() > 1:
+        has = frame["normal_fraction"].notna()
+        suffix = frame.loc[has, "normal_fraction"].map(lambda f: f" @normal={f:g}")
+        frame.loc[has, "generator"] = frame.loc[has, "generator"] + suffix
+    return frame

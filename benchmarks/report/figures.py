@@ -59,6 +59,37 @@ def _scores_file(result_path: str) -> Path | None:
     return path if path.is_file() else None
 
 
+RATIO_METRICS = ("image_auroc", "pixel_ap", "pixel_aupro", "pixel_miou")
+
+
+def ratio_figure(frame: pd.DataFrame, out: Path) -> Path | None:
+    """Downstream metrics against the generated share of the training samples, one line per generator.
+
+    Drawn when the run swept ``downstream.normal_fractions``; points are means over categories and seeds.
+    """
+    data = frame[(frame["stage"] == DOWNSTREAM) & frame["metric"].isin(RATIO_METRICS)]
+    data = data.dropna(subset=["generated_fraction"])
+    if data["generated_fraction"].nunique() < 2:
+        return None
+    keys = [k for k in RATIO_METRICS if k in set(data["metric"])]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        rows = data[data["metric"] == key]
+        line_of = rows["generator_name"] + rows["segmenter"].fillna("").map(lambda s: f" [{s}]" if s else "")
+        for line, cell in rows.groupby(line_of, sort=True):
+            curve = cell.groupby("generated_fraction")["value"].mean()
+            ax.plot(curve.index, curve.to_numpy(), marker="o", label=line, lw=1.2)
+        label = metric(key).label
+        ax.set(xlabel="generated share of the training samples", ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def curve_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Per category: image ROC, image PR, pixel ROC and pixel PR of every generator's segmenter.
 

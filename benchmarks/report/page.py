@@ -6,7 +6,7 @@ from pathlib import Path
 
 from anobench.benchmarks.metrics.catalogue import GROUPS, Metric, grouped
 from anobench.benchmarks.report.collect import collect_results, select_run
-from anobench.benchmarks.report.figures import category_bars, curve_figures
+from anobench.benchmarks.report.figures import category_bars, curve_figures, ratio_figure
 from anobench.benchmarks.report.tables import (
     BEST_ON_TEST_MARK,
     metric_table,
@@ -80,6 +80,10 @@ def render_report(
             lines += [f"### {entry.label} (`{entry.key}`)", "", to_markdown(shown), ""]
             if figure:
                 lines += [f"![{entry.label} per category]({figure.relative_to(out).as_posix()})", ""]
+    ratio = ratio_figure(frame, out / "figures" / "ratio.png")
+    if ratio:
+        lines += ["## Metrics against the generated share (`downstream.normal_fractions`)", ""]
+        lines += [f"![ratio]({ratio.relative_to(out).as_posix()})", ""]
     curves = curve_figures(frame, out / "figures")
     if curves:
         lines += ["## ROC and PR curves (image level and pixel level; AUC in the legend)", ""]

@@ -68,6 +68,23 @@ def grid_generators(config: RunConfig) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def downstream_configs(config: RunConfig) -> list[RunConfig]:
+    """One config per value of the ``downstream.normal_fractions`` grid axis (or ``config`` alone).
+
+    Each value replaces ``segmenter.normal_fraction`` (checked against ``real_fraction``).
+    """
+    fractions = config.downstream.normal_fractions
+    if not fractions:
+        return [config]
+    try:
+        return [
+            dataclasses.replace(config, segmenter=dataclasses.replace(config.segmenter, normal_fraction=f))
+            for f in dict.fromkeys(fractions)
+        ]
+    except ValueError as exc:
+        raise ConfigError(f"downstream.normal_fractions: {exc}") from None
+
+
 def split_fingerprint(manifest: SplitManifest) -> str:
     """Hash of a split and of the files it lists: relative names, sizes and modification times.
 
@@ -103,8 +120,9 @@ def expand_grid(
 ) -> list[Job]:
     """Jobs in dependency order.
 
-    Per (generator, category, seed): generate, then downstream, classify and genmetrics; per (detector,
-    category, seed): one detector job. ``fingerprints``: each category's data fingerprint, as
+    Per (generator, category, seed): generate, then downstream (one job per segmenter and per value of
+    the ``downstream.normal_fractions`` axis), classify and genmetrics; per (detector, category, seed):
+    one detector job. ``fingerprints``: each category's data fingerprint, as
     :func:`data_fingerprints` returns them (None: computed here).
     """
     dataset, run_dir = Path(dataset), Path(run_dir)
@@ -112,15 +130,28 @@ def expand_grid(
     jobs: list[Job] = []
     for generator in grid_generators(config):
         gen_hash = generation_hash(config, dataset, generator)
-        down_hash = downstream_hash(config, gen_hash)
+        down_jobs = [
+            (name, variant, downstream_hash(variant, gen_hash, name))
+            for variant in downstream_configs(config)
+            for name in config.downstream.segmenters
+        ]
         cls_hash = classify_hash(config, gen_hash)
         metrics_hash = genmetrics_hash(config, gen_hash)
         for category in categories:
             for seed in config.seeds:
                 gen_key = JobKey(GENERATE, generator, category, seed, gen_hash, data=data[category])
                 jobs.append(Job(gen_key, config, dataset, run_dir))
-                down_key = JobKey(DOWNSTREAM, generator, category, seed, down_hash, data=data[category])
-                jobs.append(Job(down_key, config, dataset, run_dir, depends_on=[gen_key]))
+                for segmenter, variant, down_hash in down_jobs:
+                    down_key = JobKey(
+                        DOWNSTREAM,
+                        generator,
+                        category,
+                        seed,
+                        down_hash,
+                        data=data[category],
+                        segmenter=segmenter,
+                    )
+                    jobs.append(Job(down_key, variant, dataset, run_dir, depends_on=[gen_key]))
                 if config.evaluation.classify:
                     cls_key = JobKey(CLASSIFY, generator, category, seed, cls_hash, data=data[category])
                     jobs.append(Job(cls_key, config, dataset, run_dir, depends_on=[gen_key]))

@@ -1,10 +1,10 @@
 """Jobs: one stage of one grid cell, idempotent and keyed.
 
-A job is keyed by (stage, generator, category, defect, seed, config hash, data fingerprint). Its
-result is one JSON file under ``<run>/raw/<stage>/``, named injectively after the key
-(:func:`anobench.benchmarks.io.safe_name`); a job whose result file exists is skipped, and every write is
-atomic (temporary file, then rename), so a killed run loses only the jobs in flight and a rerun
-of the same command completes the grid.
+A job is keyed by (stage, generator, category, defect, seed, config hash, data fingerprint) and,
+for a ``downstream`` job, the segmenter. Its result is one JSON file under ``<run>/raw/<stage>/``,
+named injectively after the key (:func:`anobench.benchmarks.io.safe_name`); a job whose result file
+exists is skipped, and every write is atomic (temporary file, then rename), so a killed run loses
+only the jobs in flight and a rerun of the same command completes the grid.
 
 What each stage does is in :mod:`anobench.benchmarks.runner.stages`; this module keys the jobs and
 executes one (its stage body, then the result file with provenance).
@@ -25,6 +25,7 @@ from anobench.benchmarks.config import RunConfig, flatten
 from anobench.benchmarks.io import safe_name, write_json
 from anobench.benchmarks.provenance import git_sha, package_versions, utc_now
 from anobench.benchmarks.runner.stages import STAGE_BODIES
+from anobench.downstream.segmenters import DEFAULT_SEGMENTER, create_segmenter
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.base import config_hash
 from anobench.generation.registry import create_generator
@@ -41,17 +42,23 @@ class JobKey:
     config_hash: str
     defect: str = "all"
     data: str = ""  # fingerprint of the dataset files the job reads (see grid.split_fingerprint)
+    segmenter: str | None = None  # the segmenter of a ``downstream`` job
 
     @property
     def name(self) -> str:
-        """File-name-safe identifier, distinct for distinct keys of a stage (the result file's stem)."""
+        """File-name-safe identifier, distinct for distinct keys of a stage (the result file's stem).
+
+        The default segmenter keeps the plain name (runs from before the registry resume as they were).
+        """
+        model = [self.segmenter] if self.segmenter not in (None, DEFAULT_SEGMENTER) else []
         data = f"__d{self.data}" if self.data else ""
-        names = safe_name(self.generator, self.category, self.defect)
+        names = safe_name(self.generator, *model, self.category, self.defect)
         return f"{names}__seed{self.seed}__{self.config_hash}{data}"
 
     def label(self) -> str:
         """Short human-readable label."""
-        return f"{self.stage} {self.generator}/{self.category} seed{self.seed}"
+        model = f" [{self.segmenter}]" if self.segmenter else ""
+        return f"{self.stage} {self.generator}/{self.category}{model} seed{self.seed}"
 
 
 @dataclass
@@ -111,12 +118,14 @@ def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
     )
 
 
-def downstream_hash(config: RunConfig, gen_hash: str) -> str:
-    """Hash of the generation hash and the downstream protocol."""
+def downstream_hash(config: RunConfig, gen_hash: str, segmenter: str) -> str:
+    """Hash of the generation hash, the downstream protocol and the segmenter with its options."""
+    model = create_segmenter(segmenter, **config.downstream.options.get(segmenter, {}))
     return config_hash(
         {
             "generation": gen_hash,
             "segmenter": dataclasses.asdict(config.segmenter),
+            "model": {"name": segmenter, **dataclasses.asdict(model.config)},
             "pixel_f1": config.evaluation.pixel_f1,
         }
     )

@@ -25,6 +25,7 @@ from anobench.downstream.classifier import run_classification
 from anobench.downstream.evaluation import HeldOutSplit
 from anobench.downstream.metrics import CLS_ACCURACY
 from anobench.downstream.protocol import run_segmentation
+from anobench.downstream.segmenters import create_segmenter
 from anobench.downstream.unsupervised import run_detector
 from anobench.generation.base import FewShotSet
 from anobench.generation.format import GeneratedSetWriter, read_generated_set
@@ -135,11 +136,13 @@ def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
 
 
 def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
-    """Train the segmenter on the generated pairs (+ normals) and score the real test split.
+    """Train the job's segmenter on the generated pairs (+ normals) and score the real test split.
 
     ``scores.npz`` goes next to the result file when ``evaluation.save_scores``.
     """
     config, manifest = job.config, _split(job)
+    assert job.key.segmenter is not None
+    segmenter = create_segmenter(job.key.segmenter, **config.downstream.options.get(job.key.segmenter, {}))
     generated = {
         defect: [(e.image, e.mask) for e in entries]
         for (_, defect), entries in read_generated_set(_generated(job), manifest.category).items()
@@ -154,8 +157,10 @@ def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
         pixel_f1=config.evaluation.pixel_f1,
         out_dir=job.result_path.with_suffix("") if config.evaluation.save_scores else None,
         progress=progress,
+        segmenter=segmenter,
+        real_anomalies=manifest.fewshot_samples() if config.segmenter.real_fraction > 0 else None,
     )
-    keep = ("metrics", "selection", "selected_epoch", "per_defect", "history")
+    keep = ("metrics", "segmenter", "recipe", "selection", "selected_epoch", "per_defect", "history")
     # scores_file relative to the run folder, so a copied run folder reads its own scores
     scores_file = seg["scores_file"] and os.path.relpath(seg["scores_file"], job.run_dir)
     return {**{k: seg[k] for k in keep}, "scores_file": scores_file, "split": _split_summary(manifest)}
