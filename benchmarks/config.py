@@ -40,6 +40,17 @@ PRESET_DIR = Path(__file__).parent / "configs"
 T = TypeVar("T")
 
 
+def _list_problems(key: str, values: list[Any], minimum: int | None = None) -> list[str]:
+    """Problems of a list that must hold unique values (and ints at least ``minimum``)."""
+    shown = f"{key}={values}"
+    problems = [
+        f"{shown}: {v} is listed twice" for v in dict.fromkeys(v for v in values if values.count(v) > 1)
+    ]
+    if minimum is not None and any(v < minimum for v in values):
+        problems.append(f"{shown}: {key} must be >= {minimum}")
+    return problems
+
+
 @dataclass
 class DataConfig:
     """Which dataset and how it is split."""
@@ -51,6 +62,14 @@ class DataConfig:
     cache_dir: str = "~/.cache/anobench"
     format: str | None = None  # dataset layout (`anobench data formats`); None: detected from the folder
     resolution: int | str | None = None  # Real-IAD's image folder (realiad_<resolution>); None: the largest
+
+    def __post_init__(self) -> None:
+        if self.categories is None:
+            return
+        if not self.categories:
+            raise ConfigError("data.categories=[]: list at least one category, or null for all of them")
+        if problems := _list_problems("data.categories", self.categories):
+            raise ConfigError(*problems)
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments the dataset readers take (``format``, ``resolution``)."""
@@ -66,6 +85,10 @@ class GenerationConfig:
     reference: list[str] = field(default_factory=lambda: ["real-fewshot", "perlin"])
     n_per_defect: int = 500
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
+
+    def __post_init__(self) -> None:
+        if self.n_per_defect < 1:
+            raise ConfigError(f"generation.n_per_defect={self.n_per_defect}: must be at least 1")
 
 
 @dataclass
@@ -121,6 +144,8 @@ class GenMetricsConfig:
     mask_quality: bool = True  # mask area, components, empty fraction, fraction on the object
 
     def __post_init__(self) -> None:
+        if self.is_resize < 0:
+            raise ValueError(f"genmetrics.is_resize={self.is_resize}: must be >= 0 (0: the raw files)")
         if self.ic_lpips_variant not in IC_LPIPS_VARIANTS:
             choices = ", ".join(IC_LPIPS_VARIANTS)
             raise ValueError(
@@ -144,6 +169,10 @@ class RunnerConfig:
     scheduler: str | None = None  # dask scheduler address; None starts a LocalCluster
     n_workers: int | None = None  # LocalCluster workers; None: one per GPU, else per CPU slot
 
+    def __post_init__(self) -> None:
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ConfigError(f"runner.n_workers={self.n_workers}: must be at least 1")
+
 
 @dataclass
 class RunConfig:
@@ -160,6 +189,18 @@ class RunConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     genmetrics: GenMetricsConfig = field(default_factory=GenMetricsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ConfigError("seeds=[]: list at least one seed, e.g. seeds=[0]")
+        if problems := _list_problems("seeds", self.seeds, minimum=0):
+            raise ConfigError(*problems)
+        generation = self.generation
+        if not (generation.generators or generation.reference or self.evaluation.detectors):
+            raise ConfigError(
+                "the grid has 0 jobs: generation.generators, generation.reference and evaluation.detectors "
+                "are all empty; set generation.reference=[real-fewshot] or name a generator or detector"
+            )
 
 
 def list_presets() -> list[str]:

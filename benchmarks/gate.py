@@ -164,6 +164,15 @@ def compare(run_dir: str | Path, baseline_path: str | Path, run_config: str | No
     ]
 
 
+def check_tolerances(tolerances: dict[str, float], noise_factor: float = NOISE_FACTOR) -> None:
+    """Tolerances must be >= 0 and the noise factor > 0 (a negative tolerance fails every metric)."""
+    problems = [f"--tolerance {k}={v}: must be >= 0" for k, v in tolerances.items() if not v >= 0]
+    if not noise_factor > 0:
+        problems.append(f"--noise-factor={noise_factor}: must be > 0")
+    if problems:
+        raise UserError(*problems)
+
+
 def write_baseline(
     run_dirs: str | Path | Sequence[str | Path],
     path: str | Path,
@@ -176,6 +185,7 @@ def write_baseline(
     ``tolerances`` are floors by metric name (or full key); with several runs each key whose
     ``noise_factor x noise`` exceeds its floor gets that as its own tolerance.
     """
+    check_tolerances(tolerances, noise_factor)
     dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
     means, stds, pooled = calibrate([run_metrics(d) for d in dirs])
     floors = {**DEFAULT_TOLERANCES, **tolerances}

@@ -42,6 +42,7 @@ from anobench.downstream.protocol import BestOnTest
 from anobench.downstream.training import SELECTION_POLICIES, load_images, resolve_device
 from anobench.downstream.weights import (
     EFFICIENTNET_LITE0,
+    check_timm_model,
     efficientnet_lite0_state_dict,
     file_digest,
     read_state_dict,
@@ -81,6 +82,10 @@ class ClassifierConfig:
         ):
             if getattr(self, name) < 1:
                 raise DownstreamInputError(f"classifier.{name}={getattr(self, name)}: must be at least 1")
+        for name in ("lr", "lr_gamma"):
+            if getattr(self, name) <= 0:
+                raise DownstreamInputError(f"classifier.{name}={getattr(self, name)}: must be > 0")
+        check_timm_model(self.arch, "classifier.arch")
         if self.selection not in SELECTION_POLICIES:
             raise DownstreamInputError(
                 f"classifier.selection={self.selection!r}: choose one of {', '.join(SELECTION_POLICIES)}"

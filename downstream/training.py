@@ -79,6 +79,11 @@ class SegmenterConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise DownstreamInputError(f"segmenter.{name}={getattr(self, name)}: must be at least 1")
+        for name in ("lr", "lr_gamma"):
+            if getattr(self, name) <= 0:
+                raise DownstreamInputError(f"segmenter.{name}={getattr(self, name)}: must be > 0")
+        if self.focal_gamma < 0:
+            raise DownstreamInputError(f"segmenter.focal_gamma={self.focal_gamma}: must be >= 0")
         if self.pool_kernel < 1 or self.pool_kernel % 2 == 0:
             raise DownstreamInputError(
                 f"segmenter.pool_kernel={self.pool_kernel}: must be an odd positive integer"

@@ -40,6 +40,7 @@ from anobench.downstream.evaluation import HeldOutSplit
 from anobench.downstream.training import load_images, resolve_device
 from anobench.downstream.weights import (
     EFFICIENTNET_LITE0,
+    check_timm_model,
     efficientnet_lite0_state_dict,
     file_digest,
     read_state_dict,
@@ -90,6 +91,15 @@ class DetectorConfig:
             raise DownstreamInputError(
                 f"detector {self.name}: coreset_sampling_ratio={self.coreset_sampling_ratio}: "
                 "must be in (0, 1]"
+            )
+        check_timm_model(self.backbone, f"detector {self.name}: backbone")
+        if self.num_neighbors < 1:
+            raise DownstreamInputError(
+                f"detector {self.name}: num_neighbors={self.num_neighbors}: must be at least 1"
+            )
+        if self.n_features is not None and self.n_features < 1:
+            raise DownstreamInputError(
+                f"detector {self.name}: n_features={self.n_features}: must be at least 1"
             )
         if self.image_size < 32 or self.batch_size < 1:
             raise DownstreamInputError(f"detector {self.name}: image_size >= 32 and batch_size >= 1 required")

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from pathlib import Path
 
@@ -20,6 +21,24 @@ from anobench.downstream.errors import DownstreamInputError
 
 #: Real ImageNet EfficientNet-Lite0 weights from a registry package (an offline pretrained backbone).
 EFFICIENTNET_LITE0 = "offline-imagenet-efficientnet-lite0"
+
+
+def check_timm_model(name: str, key: str) -> None:
+    """Raise a one-line error naming ``key`` unless ``name`` is in timm's model registry (nothing is built).
+
+    Example:
+        >>> check_timm_model("resnet34", "classifier.arch")
+        >>> check_timm_model("resnet999", "classifier.arch")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        anobench.downstream.errors.DownstreamInputError: classifier.arch='resnet999': not a timm model; ...
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"close names: {', '.join(close)}" if close else "see timm.list_models()"
+        raise DownstreamInputError(f"{key}={name!r}: not a timm model; {hint}")
 
 
 def file_digest(path: str | Path) -> str:

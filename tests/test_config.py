@@ -149,3 +149,40 @@ def test_cli_prints_the_option_key_and_exits_2(capsys):
     assert main(["run", "quick", "--set", "generation.options.nsa.tries=0", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "generation.options.nsa.tries=0: must be at least 1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("generation.n_per_defect=0", "generation.n_per_defect=0: must be at least 1"),
+        ("seeds=[]", "seeds=[]: list at least one seed"),
+        ("seeds=[0, -1]", "seeds=[0, -1]: seeds must be >= 0"),
+        ("seeds=[1, 2, 1]", "seeds=[1, 2, 1]: 1 is listed twice"),
+        ("data.categories=[nut, brick, nut]", "data.categories=['nut', 'brick', 'nut']: nut is listed twice"),
+        ("data.categories=[]", "data.categories=[]"),
+        ("segmenter.lr=0", "segmenter.lr=0.0: must be > 0"),
+        ("segmenter.lr=-1e-3", "segmenter.lr=-0.001: must be > 0"),
+        ("segmenter.lr_gamma=0", "segmenter.lr_gamma=0.0: must be > 0"),
+        ("segmenter.batch_size=0", "segmenter.batch_size=0: must be at least 1"),
+        ("classifier.lr=0", "classifier.lr=0.0: must be > 0"),
+        ("classifier.epochs=-2", "classifier.epochs=-2: must be at least 1"),
+        ("classifier.image_size=0", "classifier.image_size=0: must be at least 1"),
+        ("classifier.arch=resnet999", "classifier.arch='resnet999': not a timm model"),
+        ("evaluation.detectors=[{name: padim, backbone: nonet}]", "backbone='nonet': not a timm model"),
+        ("evaluation.detectors=[{name: padim, num_neighbors: 0}]", "num_neighbors=0: must be at least 1"),
+        ("genmetrics.is_resize=-1", "genmetrics.is_resize=-1: must be >= 0"),
+        ("runner.n_workers=0", "runner.n_workers=0: must be at least 1"),
+    ],
+)
+def test_nonsense_values_fail_before_any_job(override, key, capsys):
+    assert main(["run", "quick", "--set", override, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_grid_without_jobs_says_what_to_set(capsys):
+    empty = ["generation.generators=[]", "generation.reference=[]", "evaluation.detectors=[]"]
+    args = [arg for setting in empty for arg in ("--set", setting)]
+    assert main(["run", "quick", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "0 jobs" in err and "generation.reference=[real-fewshot]" in err and "Traceback" not in err

@@ -320,3 +320,59 @@ def test_formats_and_generate_print_the_format(tmp_path, written, capsys):
     assert "format: visa (detected)" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "gen" / "splits" / "nut.strict.json").read_text())
     assert manifest["format"] == "visa"
+
+
+# ---------------------------------------------------------------- symlinks and missing defect folders
+def _linked(tmp_path: Path, nut_root: Path, link: str) -> Path:
+    """A copy of ``nut`` elsewhere, reached through a symlinked category or ``train/good`` folder."""
+    elsewhere = tmp_path / "elsewhere" / "nut"
+    shutil.copytree(nut_root / "nut", elsewhere)
+    root = tmp_path / "dataset"
+    root.mkdir()
+    if link == "category":
+        (root / "nut").symlink_to(elsewhere, target_is_directory=True)
+    else:
+        shutil.copytree(elsewhere, root / "nut", ignore=shutil.ignore_patterns("good"))
+        (root / "nut" / "test" / "good").symlink_to(elsewhere / "test" / "good")
+        (root / "nut" / "train" / "good").symlink_to(elsewhere / "train" / "good")
+    return root
+
+
+@pytest.mark.parametrize("link", ["category", "train-good"])
+def test_symlinked_folders_are_followed(tmp_path, nut_root, capsys, link):
+    from test_run_e2e import TINY
+
+    root = _linked(tmp_path, nut_root, link)
+    assert main(["data", "check", str(root)]) == 0
+    assert main(["data", "split", str(root), "--out", str(tmp_path / "splits")]) == 0
+    manifest = json.loads((tmp_path / "splits" / "nut.strict.json").read_text())
+    assert manifest["train_good"][0].startswith("nut/train/good/")  # relative to the unresolved root
+    run = ["run", "quick", "--dataset", str(root), "--out", str(tmp_path / "run"), "--no-progress", *TINY]
+    assert main(run) == 0, capsys.readouterr().err
+    assert list((tmp_path / "run" / "raw" / "downstream").glob("real-fewshot__nut__*.json"))
+
+
+def test_a_dangling_symlinked_image_is_one_line_naming_it(tmp_path, nut_root, capsys):
+    root = tmp_path / "dataset"
+    shutil.copytree(nut_root, root)
+    dangling = root / "nut" / "test" / "good" / "999.png"
+    dangling.symlink_to(tmp_path / "gone.png")
+    line = _one_problem(root)
+    assert line.startswith(f"{dangling}: ") and "symbolic link" in line
+    assert main(["data", "check", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"{dangling}: " in err and "Traceback" not in err
+
+
+def test_a_category_without_defect_folders_names_the_folder(tmp_path, nut_root, capsys):
+    root = tmp_path / "dataset"
+    shutil.copytree(nut_root, root)
+    for folder in (root / "nut" / "test").iterdir():
+        if folder.name != "good":
+            shutil.rmtree(folder)
+    line = _one_problem(root)
+    assert line.startswith(f"{root / 'nut'}: no defect folders") and "test/<defect>" in line
+    run = ["run", "quick", "--dataset", str(root), "--set", "data.categories=null", "--no-progress"]
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'nut'}: no defect folders" in err and "Traceback" not in err

@@ -1,6 +1,8 @@
 import json
+import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from anobench.benchmarks.cli import main
@@ -240,3 +242,59 @@ def test_report_draws_roc_and_pr_curves_from_the_saved_scores(tmp_path):
     figures = sorted(p.name for p in (page.parent / "figures").glob("curves_*.png"))
     assert figures == ["curves_nut.png"]
     assert "figures/curves_nut.png" in page.read_text()
+
+
+def test_check_rejects_a_negative_tolerance_before_reading_the_run(run_dir, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    bad = ["check", str(run_dir), "--write-baseline", str(out), "--tolerance", "image_auroc=-0.1"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "--tolerance image_auroc=-0.1: must be >= 0" in err and not out.exists()
+    assert main([*bad[:4], "--noise-factor", "-1"]) == 2
+    assert "--noise-factor=-1.0: must be > 0" in capsys.readouterr().err and not out.exists()
+
+
+NASTY_CATEGORY = "a|b <i>x</i>"
+NASTY_GENERATOR = "g_1 & 50% <b>|</b>"
+
+
+def _cells(line: str) -> list[str]:
+    """A Markdown table row split on its unescaped pipes."""
+    return re.split(r"(?<!\\)\|", line.strip())[1:-1]
+
+
+def test_report_escapes_names_in_markdown_csv_and_latex(tmp_path):
+    for seed in (0, 1):
+        _write(tmp_path, NASTY_GENERATOR, NASTY_CATEGORY, seed, {"image_auroc": 0.5 + seed / 10})
+        _write(tmp_path, "plain", "nut", seed, {"image_auroc": 0.7})
+    page = render_report(tmp_path)
+    markdown = [page, *sorted((page.parent / "tables").glob("*.md"))]
+    for path in markdown:
+        text = path.read_text()
+        assert "<i>" not in text and "<b>" not in text, path
+        tables = [block.splitlines() for block in text.split("\n\n") if block.startswith("|")]
+        for table in tables:
+            assert {len(_cells(line)) for line in table} == {len(_cells(table[0]))}, (path, table)
+    per_category = (page.parent / "tables" / "detection_image_auroc.md").read_text()
+    row = next(line for line in per_category.splitlines() if "a\\|b" in line)
+    assert _cells(row)[0].strip() == "a\\|b &lt;i&gt;x&lt;/i&gt;"
+    assert "g_1 &amp; 50% &lt;b&gt;\\|&lt;/b&gt;" in per_category
+
+    csv = pd.read_csv(page.parent / "tables" / "detection_image_auroc.csv", index_col=0)
+    assert NASTY_CATEGORY in csv.index and NASTY_GENERATOR in csv.columns  # the csv module quotes
+    for tex in (page.parent / "tables").glob("*.tex"):
+        text = tex.read_text()
+        body = re.sub(
+            r"\\(textbar|textless|textgreater|textasciitilde|textasciicircum|textbackslash)\{\}", "", text
+        )
+        body = re.sub(r"\\[&%$#_{}]", "", body)
+        for line in body.splitlines():
+            if line.startswith("\\caption"):
+                line = line[len("\\caption{") : -1]
+            elif line.startswith("\\") or not line.strip():
+                continue
+            cells = line.removesuffix("\\\\").split("&")
+            assert not re.search(r"[%$#_{}~^\\<>|]", "".join(cells)), (tex.name, line)
+    tex = (page.parent / "tables" / "detection_image_auroc.tex").read_text()
+    assert r"a\textbar{}b \textless{}i\textgreater{}x\textless{}/i\textgreater{}" in tex
+    assert r"g\_1 \& 50\% " in tex

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from anobench.benchmarks.errors import UserError
-from anobench.benchmarks.gate import NOISE_FACTOR, GateRow, compare, write_baseline
+from anobench.benchmarks.gate import NOISE_FACTOR, GateRow, check_tolerances, compare, write_baseline
 from anobench.benchmarks.metrics.catalogue import metric
 from anobench.benchmarks.report.collect import RUN_CONFIG_HELP, select_run
 from anobench.benchmarks.tables import format_table
@@ -53,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
     if args.write_baseline:
         if args.run_config:
             raise UserError("--run-config compares one run; --write-baseline uses each run folder's last run")
-        for run_dir in args.run_dir:
-            print(f"check: {run_dir}: {select_run(run_dir).describe()}")
         try:
             tolerances = {k: float(v) for k, v in (t.split("=", 1) for t in args.tolerance)}
         except ValueError:
             raise UserError(f"--tolerance takes METRIC=NUMBER, got {args.tolerance}") from None
+        check_tolerances(tolerances, args.noise_factor)
+        for run_dir in args.run_dir:
+            print(f"check: {run_dir}: {select_run(run_dir).describe()}")
         path = write_baseline(
             args.run_dir, args.write_baseline, args.preset, tolerances, noise_factor=args.noise_factor
         )

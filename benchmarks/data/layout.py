@@ -8,6 +8,7 @@ Images are read by :func:`anobench.generation.base.read_image` and masks by
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,14 @@ class DatasetAdapter:
     def image_files(self, folder: Path, problems: list[str]) -> list[Path]:
         """Images of ``folder`` with this layout's suffixes; anything else becomes a problem."""
         files = []
-        for path in sorted((p for p in folder.iterdir() if p.is_file() and not is_hidden(p)), key=sort_key):
+        for path in sorted(
+            (p for p in folder.iterdir() if not is_hidden(p) and not p.is_dir()), key=sort_key
+        ):
+            if not path.exists():  # only a symlink can name nothing
+                problems.append(
+                    f"{path}: dangling symbolic link to {os.readlink(path)}; fix the link or remove it"
+                )
+                continue
             suffix = path.suffix.lower()
             if suffix in self.image_suffixes:
                 files.append(path)
@@ -203,6 +211,8 @@ class DatasetAdapter:
             problems.append(f"{where}: no normal training images; {self.hint}")
         if not test_good:
             problems.append(f"{where}: no good test images; {self.hint}")
+        if not defects:
+            problems.append(f"{where}: no defect folders (no anomalous test images); {self.hint}")
         sizes: set[tuple[int, int]] = set()
         if validate:
             for path in [*train_good, *test_good]:

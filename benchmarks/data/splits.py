@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,7 +112,12 @@ class SplitManifest:
 
 
 def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
+    """``path`` relative to ``root``, both made absolute without resolving symlinks.
+
+    A symlinked category or ``train/good`` folder stays under the dataset folder this way; its
+    target may lie anywhere.
+    """
+    return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
 
 
 def _entry(sample: DefectSample, root: Path) -> dict[str, str]:
@@ -120,10 +126,9 @@ def _entry(sample: DefectSample, root: Path) -> dict[str, str]:
 
 def make_split(category: CategoryData, preset: str = "strict") -> SplitManifest:
     """Split one category; raises :class:`UserError` if ``strict`` would overlap."""
-    root = category.root.resolve()
+    root = Path(os.path.abspath(category.root))
     defects = {}
     for name, samples in category.defects.items():
-        samples = [DefectSample(s.image.resolve(), s.mask.resolve(), s.defect) for s in samples]
         n_train, start = fewshot_count(len(samples), preset), first_test_index(len(samples))
         fewshot, test = samples[:n_train], samples[start:]
         if not fewshot:
@@ -142,8 +147,8 @@ def make_split(category: CategoryData, preset: str = "strict") -> SplitManifest:
         preset=preset,
         dataset=str(root),
         category=category.name,
-        train_good=[_rel(p.resolve(), root) for p in category.train_good],
-        test_good=[_rel(p.resolve(), root) for p in category.test_good],
+        train_good=[_rel(p, root) for p in category.train_good],
+        test_good=[_rel(p, root) for p in category.test_good],
         defects=defects,
         format=category.format,
     )

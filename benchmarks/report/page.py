@@ -9,6 +9,8 @@ from anobench.benchmarks.report.collect import collect_results, select_run
 from anobench.benchmarks.report.figures import category_bars, curve_figures, ratio_figure
 from anobench.benchmarks.report.tables import (
     BEST_ON_TEST_MARK,
+    markdown_cell,
+    markdown_row,
     metric_table,
     paper_table,
     summary_table,
@@ -35,10 +37,15 @@ def sample_grids(folders: list[Path], out_dir: Path, per_defect: int = 2) -> lis
 
 def glossary(metrics: list[Metric]) -> list[str]:
     """Markdown lines of a table describing ``metrics`` as the catalogue does."""
-    lines = ["## Metrics", "", "| key | name | better | gated | note |", "|---|---|---|---|---|"]
+    lines = [
+        "## Metrics",
+        "",
+        markdown_row(["key", "name", "better", "gated", "note"]),
+        "|---|---|---|---|---|",
+    ]
     for entry in metrics:
         gated = "yes" if entry.gated else "no (descriptive)"
-        lines.append(f"| `{entry.key}` | {entry.label} | {entry.direction} | {gated} | {entry.note} |")
+        lines.append(markdown_row([f"`{entry.key}`", entry.label, entry.direction, gated, entry.note]))
     return [*lines, ""]
 
 
@@ -54,7 +61,7 @@ def render_report(
     selection = select_run(run_dir, run_config)
     frame = collect_results(run_dir, run_config)
     lines = [
-        f"# Benchmark report: {run_dir.name}",
+        f"# Benchmark report: {markdown_cell(run_dir.name)}",
         "",
         f"Results: {selection.describe()}.",
         "",

@@ -13,6 +13,7 @@ Results selected with ``best-on-test`` carry a dagger (``†``) in every table.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -89,22 +90,68 @@ def paper_table(path: str | Path = PAPER_CSV) -> pd.DataFrame:
     return table[ordered(table.columns)].apply(lambda column: column.map(metric(column.name).format))
 
 
+# LaTeX's special characters, and the ones its default (OT1) font encoding prints as other glyphs.
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+}  # fmt: skip
+
+
+def markdown_cell(value: object) -> str:
+    r"""``value`` as text that stays inside one Markdown table cell and shows as typed.
+
+    HTML is escaped (a name like ``<i>x</i>`` is shown, not rendered) and ``|`` cannot end the cell.
+
+    Example:
+        >>> markdown_cell("a|b <i>x</i>")
+        'a\\|b &lt;i&gt;x&lt;/i&gt;'
+    """
+    text = html.escape(str(value), quote=False)
+    return " ".join(text.replace("|", "\\|").splitlines())
+
+
+def markdown_row(cells: list[object]) -> str:
+    """One Markdown table row, every cell through :func:`markdown_cell`."""
+    return "| " + " | ".join(map(markdown_cell, cells)) + " |"
+
+
+def latex_text(value: object) -> str:
+    r"""``value`` as LaTeX text: its special characters escaped.
+
+    Example:
+        >>> latex_text("g_1 & 50% <b>")
+        'g\\_1 \\& 50\\% \\textless{}b\\textgreater{}'
+    """
+    return "".join(LATEX_ESCAPES.get(char, char) for char in str(value))
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (index as the first column)."""
+    """A GitHub-flavoured Markdown table (index first), cells through :func:`markdown_cell`."""
     index_name = " / ".join(str(n) for n in table.index.names if n) or ""
-    header = [index_name, *map(str, table.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
+    lines = [
+        markdown_row([index_name, *table.columns]),
+        "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|",
+    ]
     for idx, row in table.iterrows():
         label = " / ".join(map(str, idx)) if isinstance(idx, tuple) else str(idx)
-        lines.append("| " + " | ".join([label, *map(str, row.tolist())]) + " |")
+        lines.append(markdown_row([label, *row.tolist()]))
     return "\n".join(lines)
 
 
+def to_latex(table: pd.DataFrame, caption: str) -> str:
+    """A LaTeX table; index, header, cells and caption escaped by :func:`latex_text`."""
+    escaped = table.map(latex_text).rename(index=latex_text, columns=latex_text)
+    escaped.index.names = [None if n is None else latex_text(n) for n in table.index.names]
+    escaped.columns.name = None if table.columns.name is None else latex_text(table.columns.name)
+    return escaped.to_latex(caption=latex_text(caption), escape=False)
+
+
 def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
-    """Write ``table`` as Markdown, CSV and LaTeX next to each other."""
+    """Write ``table`` as Markdown, CSV (quoted by the csv module) and LaTeX next to each other."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")]
-    paths[0].write_text(f"**{caption}**\n\n{to_markdown(table)}\n")
+    paths[0].write_text(f"**{markdown_cell(caption)}**\n\n{to_markdown(table)}\n")
     table.to_csv(paths[1])
-    paths[2].write_text(table.to_latex(caption=caption, escape=True))
+    paths[2].write_text(to_latex(table, caption))
     return paths
