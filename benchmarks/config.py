@@ -28,7 +28,12 @@ import yaml
 
 from anobench.benchmarks.errors import ConfigError
 from anobench.benchmarks.metrics.defaults import DEFAULTS as METRIC_DEFAULTS
-from anobench.benchmarks.metrics.defaults import IC_LPIPS_VARIANTS, METRIC_NAMES
+from anobench.benchmarks.metrics.defaults import (
+    IC_LPIPS_VARIANTS,
+    METRIC_NAMES,
+    PAIR_DEFAULTS,
+    PAIR_METRIC_NAMES,
+)
 from anobench.downstream.classifier import ClassifierConfig
 from anobench.downstream.metrics import F1_MODES
 from anobench.downstream.training import SegmenterConfig
@@ -81,6 +86,37 @@ class EvaluationConfig:
             raise ValueError(f"evaluation.pixel_f1={self.pixel_f1!r}: choose one of {', '.join(F1_MODES)}")
 
 
+_DETECTOR = typing.cast(dict[str, Any], PAIR_DEFAULTS["detector"])
+
+
+@dataclass
+class PairQualityConfig:
+    """Per-pair quality of every generated set (``genmetrics.pair_quality``; ``anobench metrics --pairs``).
+
+    Defaults are the library's ``PAIR_DEFAULTS``; one detector fit per category, cached under
+    ``data.cache_dir``/``detectors`` and reused by every generator's set.
+    """
+
+    enabled: bool = False
+    metrics: list[str] | None = None  # None: PAIR_DEFAULTS' list, metrics without local weights unavailable
+    detector_image_size: int = int(_DETECTOR["image_size"])
+    coreset_sampling_ratio: float = float(_DETECTOR["coreset_sampling_ratio"])
+    feature_size: int = int(PAIR_DEFAULTS["feature_size"])  # type: ignore[call-overload]
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics or [] if m not in PAIR_METRIC_NAMES]
+        if unknown or self.metrics == []:
+            what = f"unknown {unknown}" if unknown else "empty (set enabled=false to skip them)"
+            raise ValueError(
+                f"genmetrics.pair_quality.metrics: {what}; choose from {', '.join(PAIR_METRIC_NAMES)}"
+            )
+
+    def detector(self) -> DetectorConfig:
+        """The mask-adherence detector these settings describe."""
+        return DetectorConfig(**{**_DETECTOR, "image_size": self.detector_image_size,
+                                 "coreset_sampling_ratio": self.coreset_sampling_ratio})  # fmt: skip
+
+
 @dataclass
 class GenMetricsConfig:
     """Generation quality of every generated set (the ``genmetrics`` jobs; ``anobench metrics``)."""
@@ -94,6 +130,7 @@ class GenMetricsConfig:
     kid_reference: str = str(METRIC_DEFAULTS["kid_reference"])
     inception_weights: str | None = None  # None: the weights cache or torch hub cache, never a download
     mask_quality: bool = True  # mask area, components, empty fraction, fraction on the object
+    pair_quality: PairQualityConfig = field(default_factory=PairQualityConfig)
 
     def __post_init__(self) -> None:
         if self.ic_lpips_variant not in IC_LPIPS_VARIANTS:

@@ -128,8 +128,14 @@ def classify_hash(config: RunConfig, gen_hash: str) -> str:
 
 
 def genmetrics_hash(config: RunConfig, gen_hash: str) -> str:
-    """Hash of the generation hash and the generation-metrics settings."""
-    return config_hash({"generation": gen_hash, "genmetrics": dataclasses.asdict(config.genmetrics)})
+    """Hash of the generation hash and the generation-metrics settings.
+
+    ``pair_quality`` counts only when enabled: results made before it existed stay valid.
+    """
+    settings = dataclasses.asdict(config.genmetrics)
+    if not config.genmetrics.pair_quality.enabled:
+        del settings["pair_quality"]
+    return config_hash({"generation": gen_hash, "genmetrics": settings})
 
 
 def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) -> str:

@@ -201,8 +201,11 @@ def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
     """Generation quality of one category's generated set.
 
     Returns ``metrics`` (IS/IC-LPIPS/KID of the category, the mean over its defect types, plus the
-    mask summary), ``per_defect`` (each type's values and mask statistics), ``weights`` and
-    ``unavailable`` (metrics whose weights are missing, with the reason), and ``settings``.
+    mask summary and, with ``genmetrics.pair_quality.enabled``, the per-pair quality means),
+    ``per_defect`` (each type's values and mask statistics), ``weights`` and ``unavailable``
+    (metrics whose weights are missing, with the reason), ``settings`` and, with pair quality,
+    ``reference`` (the same pair-quality values of the held-out real anomalies:
+    ``{"metrics": ..., "per_defect": ...}``, identical for every generator).
     """
     from anobench.benchmarks.metrics.api import compute_generation_metrics
 
@@ -231,13 +234,45 @@ def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
         metrics.update(mask_summary(rows))
         for row in rows:
             per_defect.setdefault(str(row["defect"]), {})["mask"] = row
-    return {
-        "metrics": {k: v for k, v in metrics.items() if v == v},  # NaN (too few images) stays in per_defect
-        "per_defect": per_defect,
+    out = {
         "weights": result["weights"],
         "unavailable": result["unavailable"],
         "settings": result["settings"],
     }
+    if options.pair_quality.enabled:
+        pairs_result = _pair_quality(job, generated_root, manifest.category, progress)
+        metrics.update(pairs_result["per_category"].get(manifest.category, {}))
+        for defect, row in pairs_result["per_type"].get(manifest.category, {}).items():
+            per_defect.setdefault(defect, {}).update(row)
+        reference = pairs_result["reference"]
+        out["reference"] = {
+            "metrics": reference["per_category"].get(manifest.category, {}),
+            "per_defect": reference["per_type"].get(manifest.category, {}),
+        }
+        out["unavailable"] = {**out["unavailable"], **pairs_result["unavailable"]}
+        out["settings"] = {**out["settings"], "pair_quality": pairs_result["settings"]}
+    # NaN (too few images) stays in per_defect
+    return {"metrics": {k: v for k, v in metrics.items() if v == v}, "per_defect": per_defect, **out}
+
+
+def _pair_quality(job: Job, generated_root: Path, category: str, progress: bool) -> dict[str, Any]:
+    """``compute_pair_quality`` of one category's set; the detector cache is the run's data cache."""
+    from anobench.benchmarks.metrics.pair_quality import compute_pair_quality
+
+    options = job.config.genmetrics.pair_quality
+    return compute_pair_quality(
+        generated_root,
+        job.dataset,
+        category,
+        metrics=options.metrics,
+        split_preset=job.config.data.split,
+        detector=options.detector(),
+        feature_size=options.feature_size,
+        seed=job.key.seed,
+        cache_dir=Path(job.config.data.cache_dir).expanduser() / "detectors",
+        progress=progress,
+        **job.config.data.options(),
+    )
 
 
 STAGE_BODIES: dict[str, Callable[[Job, bool], dict[str, Any]]] = {
