@@ -70,6 +70,41 @@ class GenerationConfig:
     reference: list[str] = field(default_factory=lambda: ["real-fewshot", "perlin"])
     n_per_defect: int = 500
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
+    filters: list[FilterConfig] = field(default_factory=list)  # filtered rows, see FilterConfig
+
+    def __post_init__(self) -> None:
+        known = {*self.generators, *self.reference}
+        unknown = [f.generator for f in self.filters if f.generator not in known]
+        if unknown:
+            raise ValueError(f"generation.filters: generator(s) {unknown} are not in this run's generators")
+        rows = [f.row for f in self.filters]
+        if len(set(rows)) < len(rows):
+            raise ValueError("generation.filters: one filter per generator (its row is <generator>+filtered)")
+
+
+@dataclass
+class FilterConfig:
+    """A filtered copy of one generator's sets: its own row ``<generator>+filtered`` in every table.
+
+    ``keep``: rules ``"<metric> <op> <number|pNN>"`` (``anobench filter``), all of them must hold.
+    """
+
+    generator: str
+    keep: list[str]
+
+    def __post_init__(self) -> None:
+        from anobench.benchmarks.errors import UserError
+        from anobench.benchmarks.metrics.filtering import parse_rules
+
+        try:
+            parse_rules(self.keep)
+        except UserError as exc:
+            raise ValueError(f"generation.filters ({self.generator}).keep: {exc}") from None
+
+    @property
+    def row(self) -> str:
+        """The row (generator name) of the filtered sets."""
+        return f"{self.generator}+filtered"
 
 
 @dataclass

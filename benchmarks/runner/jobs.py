@@ -138,6 +138,12 @@ def genmetrics_hash(config: RunConfig, gen_hash: str) -> str:
     return config_hash({"generation": gen_hash, "genmetrics": settings})
 
 
+def filter_hash(config: RunConfig, gen_hash: str, keep: list[str]) -> str:
+    """Hash of the source set's generation hash, the rules and the pair-quality settings that score it."""
+    pair_quality = dataclasses.asdict(config.genmetrics.pair_quality)
+    return config_hash({"generation": gen_hash, "keep": keep, "pair_quality": pair_quality})
+
+
 def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) -> str:
     """Hash of the dataset, split, evaluation size and the detector's settings."""
     return config_hash(

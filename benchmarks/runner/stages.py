@@ -10,6 +10,7 @@ library; :data:`STAGE_BODIES` maps a stage name to its body.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,14 @@ from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.categories import is_object, object_foregrounds
 from anobench.benchmarks.data.datasets import read_category
 from anobench.benchmarks.data.splits import SplitManifest, make_split, manifest_name
-from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.stage_names import (
+    CLASSIFY,
+    DETECTOR,
+    DOWNSTREAM,
+    FILTER,
+    GENERATE,
+    GENMETRICS,
+)
 from anobench.downstream.classifier import run_classification
 from anobench.downstream.evaluation import HeldOutSplit
 from anobench.downstream.metrics import CLS_ACCURACY
@@ -132,6 +140,21 @@ def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
     out = generated_dir(job.run_dir, job.key.name)
     generate_stage(job.config, manifest, job.key.generator, job.key.seed, out, progress=progress)
     return {"generated_dir": str(out), "split": _split_summary(manifest)}
+
+
+def _run_filter(job: Job, progress: bool) -> dict[str, Any]:
+    """Score the source set's pairs (saved to its ``scores.jsonl``), copy those passing the rules.
+
+    A rule set that keeps nothing fails this job with one line (``UserError``); others continue.
+    """
+    from anobench.benchmarks.metrics.filtering import filter_generated_set
+
+    (rules,) = [f for f in job.config.generation.filters if f.row == job.key.generator]
+    source, out = _generated(job), generated_dir(job.run_dir, job.key.name)
+    _pair_quality(job, source, job.key.category, progress)
+    shutil.rmtree(out, ignore_errors=True)  # a half-written copy of an interrupted job
+    summary = filter_generated_set(source, out, rules.keep)
+    return {"generated_dir": str(out), "filter": summary}
 
 
 def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
@@ -277,6 +300,7 @@ def _pair_quality(job: Job, generated_root: Path, category: str, progress: bool)
 
 STAGE_BODIES: dict[str, Callable[[Job, bool], dict[str, Any]]] = {
     GENERATE: _run_generate,
+    FILTER: _run_filter,
     DOWNSTREAM: _run_downstream,
     CLASSIFY: _run_classify,
     DETECTOR: _run_detector,
