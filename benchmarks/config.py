@@ -28,7 +28,12 @@ import yaml
 
 from anobench.benchmarks.errors import ConfigError
 from anobench.benchmarks.metrics.defaults import DEFAULTS as METRIC_DEFAULTS
-from anobench.benchmarks.metrics.defaults import IC_LPIPS_VARIANTS, METRIC_NAMES
+from anobench.benchmarks.metrics.defaults import (
+    IC_LPIPS_VARIANTS,
+    METRIC_NAMES,
+    PAIR_DEFAULTS,
+    PAIR_METRIC_NAMES,
+)
 from anobench.downstream.classifier import ClassifierConfig
 from anobench.downstream.metrics import F1_MODES
 from anobench.downstream.segmenters import DEFAULT_SEGMENTER, create_segmenter
@@ -85,10 +90,43 @@ class GenerationConfig:
     reference: list[str] = field(default_factory=lambda: ["real-fewshot", "perlin"])
     n_per_defect: int = 500
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-generator config fields
+    filters: list[FilterConfig] = field(default_factory=list)  # filtered rows, see FilterConfig
 
     def __post_init__(self) -> None:
         if self.n_per_defect < 1:
             raise ConfigError(f"generation.n_per_defect={self.n_per_defect}: must be at least 1")
+        known = {*self.generators, *self.reference}
+        unknown = [f.generator for f in self.filters if f.generator not in known]
+        if unknown:
+            raise ValueError(f"generation.filters: generator(s) {unknown} are not in this run's generators")
+        rows = [f.row for f in self.filters]
+        if len(set(rows)) < len(rows):
+            raise ValueError("generation.filters: one filter per generator (its row is <generator>+filtered)")
+
+
+@dataclass
+class FilterConfig:
+    """A filtered copy of one generator's sets: its own row ``<generator>+filtered`` in every table.
+
+    ``keep``: rules ``"<metric> <op> <number|pNN>"`` (``anobench filter``), all of them must hold.
+    """
+
+    generator: str
+    keep: list[str]
+
+    def __post_init__(self) -> None:
+        from anobench.benchmarks.errors import UserError
+        from anobench.benchmarks.metrics.filtering import parse_rules
+
+        try:
+            parse_rules(self.keep)
+        except UserError as exc:
+            raise ValueError(f"generation.filters ({self.generator}).keep: {exc}") from None
+
+    @property
+    def row(self) -> str:
+        """The row (generator name) of the filtered sets."""
+        return f"{self.generator}+filtered"
 
 
 @dataclass
@@ -129,6 +167,37 @@ class EvaluationConfig:
             raise ValueError(f"evaluation.pixel_f1={self.pixel_f1!r}: choose one of {', '.join(F1_MODES)}")
 
 
+_DETECTOR = typing.cast(dict[str, Any], PAIR_DEFAULTS["detector"])
+
+
+@dataclass
+class PairQualityConfig:
+    """Per-pair quality of every generated set (``genmetrics.pair_quality``; ``anobench metrics --pairs``).
+
+    Defaults are the library's ``PAIR_DEFAULTS``; one detector fit per category, cached under
+    ``data.cache_dir``/``detectors`` and reused by every generator's set.
+    """
+
+    enabled: bool = False
+    metrics: list[str] | None = None  # None: PAIR_DEFAULTS' list, metrics without local weights unavailable
+    detector_image_size: int = int(_DETECTOR["image_size"])
+    coreset_sampling_ratio: float = float(_DETECTOR["coreset_sampling_ratio"])
+    feature_size: int = int(PAIR_DEFAULTS["feature_size"])  # type: ignore[call-overload]
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics or [] if m not in PAIR_METRIC_NAMES]
+        if unknown or self.metrics == []:
+            what = f"unknown {unknown}" if unknown else "empty (set enabled=false to skip them)"
+            raise ValueError(
+                f"genmetrics.pair_quality.metrics: {what}; choose from {', '.join(PAIR_METRIC_NAMES)}"
+            )
+
+    def detector(self) -> DetectorConfig:
+        """The mask-adherence detector these settings describe."""
+        return DetectorConfig(**{**_DETECTOR, "image_size": self.detector_image_size,
+                                 "coreset_sampling_ratio": self.coreset_sampling_ratio})  # fmt: skip
+
+
 @dataclass
 class GenMetricsConfig:
     """Generation quality of every generated set (the ``genmetrics`` jobs; ``anobench metrics``)."""
@@ -142,6 +211,7 @@ class GenMetricsConfig:
     kid_reference: str = str(METRIC_DEFAULTS["kid_reference"])
     inception_weights: str | None = None  # None: the weights cache or torch hub cache, never a download
     mask_quality: bool = True  # mask area, components, empty fraction, fraction on the object
+    pair_quality: PairQualityConfig = field(default_factory=PairQualityConfig)
 
     def __post_init__(self) -> None:
         if self.is_resize < 0:

@@ -3,6 +3,7 @@ import pytest
 from anobench.benchmarks.cli import main
 from anobench.benchmarks.config import flatten, list_presets, load_config
 from anobench.benchmarks.errors import ConfigError
+from anobench.benchmarks.metrics.defaults import PAIR_DEFAULTS
 
 
 def test_presets_load():
@@ -186,3 +187,27 @@ def test_a_grid_without_jobs_says_what_to_set(capsys):
     assert main(["run", "quick", *args, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "0 jobs" in err and "generation.reference=[real-fewshot]" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("genmetrics.pair_quality.metrics=[bogus]", r"pair_quality.metrics: unknown \['bogus'\]"),
+        ("genmetrics.pair_quality.metrics=[]", "pair_quality.metrics: empty"),
+        (
+            "genmetrics.pair_quality.detector_size=64",
+            "unknown config key genmetrics.pair_quality.detector_size",
+        ),
+    ],
+)
+def test_pair_quality_settings_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("quick", overrides=[override])
+
+
+def test_pair_quality_defaults_are_the_librarys_and_the_detector_follows_the_settings():
+    config = load_config("quick", overrides=["genmetrics.pair_quality.detector_image_size=64"])
+    pair_quality = config.genmetrics.pair_quality
+    assert not pair_quality.enabled and pair_quality.feature_size == PAIR_DEFAULTS["feature_size"]
+    detector = pair_quality.detector()
+    assert detector.image_size == 64 and detector.layers == PAIR_DEFAULTS["detector"]["layers"]

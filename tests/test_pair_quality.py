@@ -127,6 +127,19 @@ def test_the_detector_fit_repeats_with_the_same_seed(nut_split):
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_an_images_features_do_not_depend_on_its_batch_with_one_thread():
+    """xdist workers run torch on one thread, where the convolution kernel depends on the batch size."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        extractor = EffNetLite0Features(size=SIZE, batch_size=8)
+        images = torch.randint(0, 256, (11, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(0)).byte()
+        alone, together = extractor.of_tensor(images[:3]), extractor.of_tensor(images)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(alone, together[:3]) and together.shape == (11, 1280)
+
+
 @pytest.mark.slow  # two full scorings of a small set: about 80 s on 2 loaded cores
 def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_repeat(
     nut_split, tmp_path, cache

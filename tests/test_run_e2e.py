@@ -7,6 +7,8 @@ import pytest
 from anobench.benchmarks.cli import main
 from anobench.benchmarks.gate import run_metrics
 from anobench.benchmarks.report.collect import collect_results
+from anobench.benchmarks.report.tables import metric_table
+from anobench.generation.format import read_generated_set
 
 TINY_SETTINGS = [
     "segmenter.image_size=32", "segmenter.base_width=4", "segmenter.epochs=1",
@@ -195,3 +197,51 @@ def test_a_deleted_defect_type_reruns_the_affected_jobs(tmp_path, nut_root, caps
     frame = collect_results(run_dir)
     (path,) = set(frame["path"])
     assert "stain" not in json.loads(Path(path).read_text())["per_defect"]
+
+
+# ---------------------------------------------- generation.filters: a filtered set is its own row
+
+FILTERED = "crop-paste+filtered"
+SETTINGS = [
+    "generation.generators=[crop-paste]", "generation.reference=[]",
+    "generation.filters=[{generator: crop-paste, keep: ['nn_distance <= p50']}]",
+    "genmetrics.pair_quality.detector_image_size=64", "genmetrics.pair_quality.feature_size=64",
+    "genmetrics.pair_quality.coreset_sampling_ratio=0.05",
+]  # fmt: skip
+
+
+@pytest.mark.slow  # the filter job scores the pairs (detector fit + features): ~1-2 min on 2 loaded cores
+def test_a_filtered_set_is_its_own_row_with_fewer_pairs(tmp_path, nut_root):
+    run_dir = tmp_path / "run"
+    args = ["run", "quick", "--dataset", str(nut_root), "--out", str(run_dir), "--no-progress", *TINY]
+    assert main([*args, *(a for s in SETTINGS for a in ("--set", s))]) == 0
+    (result,) = (run_dir / "raw" / "filter").glob("*.json")
+    payload = json.loads(result.read_text())
+    summary, filtered = payload["filter"], Path(payload["generated_dir"])
+    source = Path(summary["source"])
+    assert 0 < summary["kept"] < summary["total"] == sum(map(len, read_generated_set(source).values()))
+    assert sum(map(len, read_generated_set(filtered).values())) == summary["kept"]
+    assert (source / "scores.jsonl").is_file()  # the source set's scores the rules read
+    shown, _ = metric_table(collect_results(run_dir), "image_auroc")
+    assert set(shown.columns) == {"crop-paste", FILTERED}
+
+
+def test_filters_are_checked_at_load(tmp_path, nut_root, capsys):
+    args = [
+        "run",
+        "quick",
+        "--dataset",
+        str(nut_root),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        *TINY,
+    ]
+    bad = [
+        ("generation.filters=[{generator: crop-paste, keep: ['mask_adherence >> 1']}]", "keep: filter rule"),
+        ("generation.filters=[{generator: nsa, keep: ['mask_adherence >= 0.5']}]", "generation.filters"),
+    ]
+    for setting, message in bad:
+        assert main([*args, "--set", "generation.generators=[crop-paste]", "--set", setting]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -51,15 +51,23 @@ from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.metrics.defaults import (
     IC_LPIPS_VARIANTS,
     KEY_FID,
+    KEY_FID_EFFNET,
     KEY_IC_LPIPS,
+    KEY_IC_LPIPS_ANOMALY,
     KEY_IC_LPIPS_CLUSTER_SCORES,
     KEY_IC_LPIPS_CLUSTER_SIZES,
     KEY_IS,
     KEY_IS_STD,
     KEY_KID,
+    KEY_KID_EFFNET,
+    KEY_KID_O2MAG,
     KEY_KID_STD,
+    KEY_MASK_ADHERENCE,
+    KEY_MASK_ADHERENCE_AP,
     KEY_N_GENERATED,
     KEY_N_REAL_REFERENCE,
+    KEY_NN_DISTANCE,
+    KEY_TYPE_FIDELITY,
 )
 from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENMETRICS
 from anobench.downstream.metrics import (
@@ -97,11 +105,12 @@ HIGHER, LOWER, DESCRIPTIVE = "higher", "lower", "none"
 CELL, PER_DEFECT = "metrics", "per_defect"
 
 #: Groups, in table order: key (used in file names) -> section title.
-GENERATION, MASKS, DETECTION, LOCALIZATION, CLASSIFICATION = (
-    "generation", "masks", "detection", "localization", "classification",
+GENERATION, PAIR_QUALITY, MASKS, DETECTION, LOCALIZATION, CLASSIFICATION = (
+    "generation", "pair_quality", "masks", "detection", "localization", "classification",
 )  # fmt: skip
 GROUPS = {
     GENERATION: "Generation quality",
+    PAIR_QUALITY: "Per-pair quality",
     MASKS: "Mask statistics",
     DETECTION: "Detection",
     LOCALIZATION: "Localization",
@@ -186,6 +195,22 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric(KEY_N_GENERATED, "Generated images", GENERATION, DESCRIPTIVE, _GEN, _DEFECT, digits=0),
     Metric(KEY_N_REAL_REFERENCE, "Real reference images", GENERATION, DESCRIPTIVE, _GEN, _DEFECT, digits=0,
            note="the real anomalies KID/FID compare with"),
+    # per-pair quality (genmetrics.pair_quality; benchmarks/metrics/pair_quality.py): category value =
+    # mean over its defect types; each has a reference value on the held-out real anomalies
+    Metric(KEY_MASK_ADHERENCE, "Mask adherence", PAIR_QUALITY, HIGHER, _GEN, _BOTH,
+           note="pixel AUROC of a PatchCore (EfficientNet-Lite0) map against the pair's own mask"),
+    Metric(KEY_MASK_ADHERENCE_AP, "Mask adherence AP", PAIR_QUALITY, HIGHER, _GEN, _BOTH,
+           note="the same map's pixel AP"),
+    Metric(KEY_TYPE_FIDELITY, "Type fidelity", PAIR_QUALITY, HIGHER, _GEN, _BOTH,
+           note="fraction of pairs whose nearest real anomaly (EfficientNet-Lite0) has the pair's type"),
+    Metric(KEY_NN_DISTANCE, "NN distance", PAIR_QUALITY, LOWER, _GEN, _BOTH, digits=2,
+           note="feature distance to the nearest real anomaly of the type"),
+    Metric(KEY_KID_EFFNET, "KID (EffNet-Lite0)", PAIR_QUALITY, LOWER, _GEN, _BOTH, digits=4),
+    Metric(KEY_FID_EFFNET, "FID (EffNet-Lite0)", PAIR_QUALITY, LOWER, _GEN, _BOTH, digits=2),
+    Metric(KEY_KID_O2MAG, "KID x1000 (O2MAG)", PAIR_QUALITY, LOWER, _GEN, _BOTH, digits=2,
+           note="torchvision Inception features; unavailable unless its weights are local"),
+    Metric(KEY_IC_LPIPS_ANOMALY, "IC-LPIPS(a)", PAIR_QUALITY, HIGHER, _GEN, _BOTH,
+           note="IC-LPIPS on the anomaly region's crop (SeaS)"),
     # mask statistics: category means over defect types (metrics), each type's row (per_defect "mask")
     Metric(MASK_AREA, "Mask area", MASKS, DESCRIPTIVE, _GEN, _CELL, digits=2, percent=True,
            note="mean mask area (fraction of the image)"),

@@ -44,11 +44,20 @@ class EffNetLite0Features:
 
     @torch.no_grad()
     def of_tensor(self, images: torch.Tensor) -> np.ndarray:
-        """Features (N, 1280) of uint8 images (N, 3, size, size)."""
+        """Features (N, 1280) of uint8 images (N, 3, size, size).
+
+        Every forward pass has the same shape (the last batch is padded with zeros): with one CPU
+        thread, oneDNN picks its convolution kernel by batch size, so an image's features would
+        otherwise depend on how many images share its batch (differences ~1e-5), and a generated
+        copy of a real image would not land at distance 0 from it.
+        """
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = (images[start : start + self.batch_size].float() / 255 - self.mean) / self.std
-            out.append(self.model(x.to(self.device)).double().cpu())
+            batch = images[start : start + self.batch_size]
+            padded = torch.zeros((self.batch_size, *batch.shape[1:]), dtype=batch.dtype)
+            padded[: len(batch)] = batch
+            x = (padded.float() / 255 - self.mean) / self.std
+            out.append(self.model(x.to(self.device))[: len(batch)].double().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.model.num_features))
 
     def features(self, paths: Sequence[Path]) -> np.ndarray:

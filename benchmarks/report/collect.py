@@ -1,5 +1,8 @@
 """Read a run's raw per-job JSON into one long table (one row per job and metric).
 
+Pair-quality reference values (``reference`` blocks) become rows of their own generator,
+:data:`HELD_OUT_ROW`, next to the generators in every table and in the gate.
+
 Only the results of ONE run configuration are read: those of the run folder's last ``anobench run``
 (its record in ``runs.jsonl``, see :mod:`anobench.benchmarks.runner.record`) or of a named one, so a
 folder reused with other settings or another dataset state never mixes them. A folder without
@@ -29,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.metrics.defaults import KEY_REFERENCE
 from anobench.benchmarks.runner.jobs import read_result
 from anobench.benchmarks.runner.record import RUNS_FILE, read_runs
 
@@ -55,12 +59,21 @@ def _rows(path: Path, payload: dict) -> list[dict]:
         "finished_at": payload.get("finished_at"),
         "path": str(path),
     }
-    metrics = payload.get("metrics") or {}
+    reference = (payload.get(KEY_REFERENCE) or {}).get("metrics") or {}
     return [
-        {**base, "metric": name, "value": float(value)}
+        {**row, "metric": name, "value": float(value)}
+        for row, metrics in (
+            (base, payload.get("metrics") or {}),
+            ({**base, "generator": HELD_OUT_ROW}, reference),
+        )
         for name, value in metrics.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     ]
+
+
+#: The row (generator) of the per-pair quality values of the held-out real anomalies: the ``reference``
+#: block every genmetrics job with pair quality writes (the same for every generator of a category).
+HELD_OUT_ROW = "real anomalies (held out)"
 
 
 #: The ``--run-config`` option's help (report and check).

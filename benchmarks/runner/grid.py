@@ -32,11 +32,19 @@ from anobench.benchmarks.runner.jobs import (
     classify_hash,
     detector_hash,
     downstream_hash,
+    filter_hash,
     generation_hash,
     genmetrics_hash,
 )
 from anobench.benchmarks.runner.record import append_run
-from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.stage_names import (
+    CLASSIFY,
+    DETECTOR,
+    DOWNSTREAM,
+    FILTER,
+    GENERATE,
+    GENMETRICS,
+)
 from anobench.benchmarks.runner.stages import generated_dir
 from anobench.generation.base import config_hash
 
@@ -128,38 +136,36 @@ def expand_grid(
     dataset, run_dir = Path(dataset), Path(run_dir)
     data = fingerprints if fingerprints is not None else data_fingerprints(config, dataset, categories)
     jobs: list[Job] = []
+
+    def evaluate(source: JobKey, set_hash: str) -> None:
+        """Downstream (per segmenter and normal fraction), classify and genmetrics jobs of a set."""
+        for variant in downstream_configs(config):
+            for name in config.downstream.segmenters:
+                down_hash = downstream_hash(variant, set_hash, name)
+                key = dataclasses.replace(source, stage=DOWNSTREAM, config_hash=down_hash, segmenter=name)
+                jobs.append(Job(key, variant, dataset, run_dir, depends_on=[source]))
+        stages = []
+        if config.evaluation.classify:
+            stages.append((CLASSIFY, classify_hash(config, set_hash)))
+        if config.genmetrics.enabled:
+            stages.append((GENMETRICS, genmetrics_hash(config, set_hash)))
+        for stage, stage_hash in stages:
+            key = dataclasses.replace(source, stage=stage, config_hash=stage_hash)
+            jobs.append(Job(key, config, dataset, run_dir, depends_on=[source]))
+
     for generator in grid_generators(config):
         gen_hash = generation_hash(config, dataset, generator)
-        down_jobs = [
-            (name, variant, downstream_hash(variant, gen_hash, name))
-            for variant in downstream_configs(config)
-            for name in config.downstream.segmenters
-        ]
-        cls_hash = classify_hash(config, gen_hash)
-        metrics_hash = genmetrics_hash(config, gen_hash)
+        filters = [f for f in config.generation.filters if f.generator == generator]
         for category in categories:
             for seed in config.seeds:
                 gen_key = JobKey(GENERATE, generator, category, seed, gen_hash, data=data[category])
                 jobs.append(Job(gen_key, config, dataset, run_dir))
-                for segmenter, variant, down_hash in down_jobs:
-                    down_key = JobKey(
-                        DOWNSTREAM,
-                        generator,
-                        category,
-                        seed,
-                        down_hash,
-                        data=data[category],
-                        segmenter=segmenter,
-                    )
-                    jobs.append(Job(down_key, variant, dataset, run_dir, depends_on=[gen_key]))
-                if config.evaluation.classify:
-                    cls_key = JobKey(CLASSIFY, generator, category, seed, cls_hash, data=data[category])
-                    jobs.append(Job(cls_key, config, dataset, run_dir, depends_on=[gen_key]))
-                if config.genmetrics.enabled:
-                    metrics_key = JobKey(
-                        GENMETRICS, generator, category, seed, metrics_hash, data=data[category]
-                    )
-                    jobs.append(Job(metrics_key, config, dataset, run_dir, depends_on=[gen_key]))
+                evaluate(gen_key, gen_hash)
+                for rule_set in filters:
+                    filt_hash = filter_hash(config, gen_hash, rule_set.keep)
+                    filt_key = JobKey(FILTER, rule_set.row, category, seed, filt_hash, data=data[category])
+                    jobs.append(Job(filt_key, config, dataset, run_dir, depends_on=[gen_key]))
+                    evaluate(filt_key, filt_hash)
     for detector in config.evaluation.detectors:
         det_hash = detector_hash(config, dataset, detector)
         for category in categories:
@@ -175,6 +181,6 @@ def record_grid(run_dir: Path, name: str, jobs: list[Job]) -> dict[str, Any]:
     generated = [
         generated_dir(run_dir, job.key.name).relative_to(run_dir).as_posix()
         for job in jobs
-        if job.key.stage == GENERATE
+        if job.key.stage in (GENERATE, FILTER)
     ]
     return append_run(run_dir, name, results, generated)

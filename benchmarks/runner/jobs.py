@@ -137,8 +137,20 @@ def classify_hash(config: RunConfig, gen_hash: str) -> str:
 
 
 def genmetrics_hash(config: RunConfig, gen_hash: str) -> str:
-    """Hash of the generation hash and the generation-metrics settings."""
-    return config_hash({"generation": gen_hash, "genmetrics": dataclasses.asdict(config.genmetrics)})
+    """Hash of the generation hash and the generation-metrics settings.
+
+    ``pair_quality`` counts only when enabled: results made before it existed stay valid.
+    """
+    settings = dataclasses.asdict(config.genmetrics)
+    if not config.genmetrics.pair_quality.enabled:
+        del settings["pair_quality"]
+    return config_hash({"generation": gen_hash, "genmetrics": settings})
+
+
+def filter_hash(config: RunConfig, gen_hash: str, keep: list[str]) -> str:
+    """Hash of the source set's generation hash, the rules and the pair-quality settings that score it."""
+    pair_quality = dataclasses.asdict(config.genmetrics.pair_quality)
+    return config_hash({"generation": gen_hash, "keep": keep, "pair_quality": pair_quality})
 
 
 def detector_hash(config: RunConfig, dataset: Path, detector: DetectorConfig) -> str:

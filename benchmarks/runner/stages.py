@@ -10,6 +10,7 @@ library; :data:`STAGE_BODIES` maps a stage name to its body.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,14 @@ from anobench.benchmarks.config import RunConfig
 from anobench.benchmarks.data.categories import is_object, object_foregrounds
 from anobench.benchmarks.data.datasets import read_category
 from anobench.benchmarks.data.splits import SplitManifest, make_split, manifest_name
-from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
+from anobench.benchmarks.runner.stage_names import (
+    CLASSIFY,
+    DETECTOR,
+    DOWNSTREAM,
+    FILTER,
+    GENERATE,
+    GENMETRICS,
+)
 from anobench.downstream.classifier import run_classification
 from anobench.downstream.evaluation import HeldOutSplit
 from anobench.downstream.metrics import CLS_ACCURACY
@@ -135,6 +143,21 @@ def _run_generate(job: Job, progress: bool) -> dict[str, Any]:
     return {"generated_dir": str(out), "split": _split_summary(manifest)}
 
 
+def _run_filter(job: Job, progress: bool) -> dict[str, Any]:
+    """Score the source set's pairs (saved to its ``scores.jsonl``), copy those passing the rules.
+
+    A rule set that keeps nothing fails this job with one line (``UserError``); others continue.
+    """
+    from anobench.benchmarks.metrics.filtering import filter_generated_set
+
+    (rules,) = [f for f in job.config.generation.filters if f.row == job.key.generator]
+    source, out = _generated(job), generated_dir(job.run_dir, job.key.name)
+    _pair_quality(job, source, job.key.category, progress)
+    shutil.rmtree(out, ignore_errors=True)  # a half-written copy of an interrupted job
+    summary = filter_generated_set(source, out, rules.keep)
+    return {"generated_dir": str(out), "filter": summary}
+
+
 def _run_downstream(job: Job, progress: bool) -> dict[str, Any]:
     """Train the job's segmenter on the generated pairs (+ normals) and score the real test split.
 
@@ -206,8 +229,11 @@ def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
     """Generation quality of one category's generated set.
 
     Returns ``metrics`` (IS/IC-LPIPS/KID of the category, the mean over its defect types, plus the
-    mask summary), ``per_defect`` (each type's values and mask statistics), ``weights`` and
-    ``unavailable`` (metrics whose weights are missing, with the reason), and ``settings``.
+    mask summary and, with ``genmetrics.pair_quality.enabled``, the per-pair quality means),
+    ``per_defect`` (each type's values and mask statistics), ``weights`` and ``unavailable``
+    (metrics whose weights are missing, with the reason), ``settings`` and, with pair quality,
+    ``reference`` (the same pair-quality values of the held-out real anomalies:
+    ``{"metrics": ..., "per_defect": ...}``, identical for every generator).
     """
     from anobench.benchmarks.metrics.api import compute_generation_metrics
 
@@ -236,17 +262,50 @@ def _run_genmetrics(job: Job, progress: bool) -> dict[str, Any]:
         metrics.update(mask_summary(rows))
         for row in rows:
             per_defect.setdefault(str(row["defect"]), {})["mask"] = row
-    return {
-        "metrics": {k: v for k, v in metrics.items() if v == v},  # NaN (too few images) stays in per_defect
-        "per_defect": per_defect,
+    out = {
         "weights": result["weights"],
         "unavailable": result["unavailable"],
         "settings": result["settings"],
     }
+    if options.pair_quality.enabled:
+        pairs_result = _pair_quality(job, generated_root, manifest.category, progress)
+        metrics.update(pairs_result["per_category"].get(manifest.category, {}))
+        for defect, row in pairs_result["per_type"].get(manifest.category, {}).items():
+            per_defect.setdefault(defect, {}).update(row)
+        reference = pairs_result["reference"]
+        out["reference"] = {
+            "metrics": reference["per_category"].get(manifest.category, {}),
+            "per_defect": reference["per_type"].get(manifest.category, {}),
+        }
+        out["unavailable"] = {**out["unavailable"], **pairs_result["unavailable"]}
+        out["settings"] = {**out["settings"], "pair_quality": pairs_result["settings"]}
+    # NaN (too few images) stays in per_defect
+    return {"metrics": {k: v for k, v in metrics.items() if v == v}, "per_defect": per_defect, **out}
+
+
+def _pair_quality(job: Job, generated_root: Path, category: str, progress: bool) -> dict[str, Any]:
+    """``compute_pair_quality`` of one category's set; the detector cache is the run's data cache."""
+    from anobench.benchmarks.metrics.pair_quality import compute_pair_quality
+
+    options = job.config.genmetrics.pair_quality
+    return compute_pair_quality(
+        generated_root,
+        job.dataset,
+        category,
+        metrics=options.metrics,
+        split_preset=job.config.data.split,
+        detector=options.detector(),
+        feature_size=options.feature_size,
+        seed=job.key.seed,
+        cache_dir=Path(job.config.data.cache_dir).expanduser() / "detectors",
+        progress=progress,
+        **job.config.data.options(),
+    )
 
 
 STAGE_BODIES: dict[str, Callable[[Job, bool], dict[str, Any]]] = {
     GENERATE: _run_generate,
+    FILTER: _run_filter,
     DOWNSTREAM: _run_downstream,
     CLASSIFY: _run_classify,
     DETECTOR: _run_detector,
