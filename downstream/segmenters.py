@@ -24,8 +24,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -41,6 +39,7 @@ from anobench.downstream.weights import (
     file_digest,
     read_state_dict,
 )
+from anobench.generation.registry import Registry
 
 if TYPE_CHECKING:
     from anobench.downstream.training import SegmenterConfig
@@ -48,11 +47,6 @@ if TYPE_CHECKING:
 DEFAULT_SEGMENTER = "draem-unet"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Modules whose import registers more built-in segmenters.
-_BUILTIN_MODULES = ("anobench.downstream.draem",)
-
-_REGISTRY: dict[str, type[Segmenter]] = {}
-_loaded = False
 
 
 @dataclass
@@ -84,43 +78,16 @@ class Segmenter:
         return None
 
 
-def register_segmenter(name: str):
-    """Class decorator: register a :class:`Segmenter` subclass under ``name``."""
-
-    def decorate(cls: type[Segmenter]) -> type[Segmenter]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            owner = _REGISTRY[name].__qualname__
-            raise ValueError(f"segmenter name {name!r} is already registered by {owner}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
-
-
-def list_segmenters(pattern: str = "*") -> list[str]:
-    """Registered segmenter names matching a shell-style ``pattern``, sorted."""
-    _load()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-
-
-def get_segmenter(name: str) -> type[Segmenter]:
-    """The segmenter class registered under ``name``."""
-    _load()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise DownstreamInputError(
-            f"unknown segmenter {name!r}; registered: {', '.join(list_segmenters())}"
-        ) from None
+SEGMENTERS: Registry[Segmenter] = Registry(
+    "segmenter",
+    builtin_modules=("anobench.downstream.draem",),  # this module's own are registered below
+    entry_point_group=None,
+    error=DownstreamInputError,
+)
+_REGISTRY = SEGMENTERS.classes
+register_segmenter = SEGMENTERS.register
+list_segmenters = SEGMENTERS.names
+get_segmenter = SEGMENTERS.get
 
 
 def create_segmenter(name: str, **options: Any) -> Segmenter:

@@ -13,63 +13,92 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from anobench.generation.base import Generator
 from anobench.generation.errors import GenerationInputError
 
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named classes of one kind (timm style), shared by generators, dataset layouts and segmenters.
+
+    ``register(name)`` is the class decorator (it sets ``cls.name``); the built-in modules are imported
+    and the ``entry_point_group``'s plugins loaded on first lookup; an unknown name raises ``error``.
+
+    Example:
+        >>> shapes = Registry("shape", builtin_modules=(), entry_point_group=None, error=KeyError)
+        >>> @shapes.register("square")
+        ... class Square: ...
+        >>> shapes.names("sq*"), shapes.get("square").name
+        (['square'], 'square')
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        builtin_modules: tuple[str, ...],
+        entry_point_group: str | None,
+        error: type[Exception],
+    ) -> None:
+        self.kind, self.builtin_modules, self.entry_point_group, self.error = (
+            kind, builtin_modules, entry_point_group, error,
+        )  # fmt: skip
+        self.classes: dict[str, type[T]] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator: register ``cls`` under ``name`` (a second class under one name is an error)."""
+
+        def decorate(cls: type[T]) -> type[T]:
+            if name in self.classes and self.classes[name] is not cls:
+                owner = self.classes[name].__qualname__
+                raise ValueError(f"{self.kind} name {name!r} is already registered by {owner}")
+            cls.name = name  # type: ignore[attr-defined]
+            self.classes[name] = cls
+            return cls
+
+        return decorate
+
+    def load(self) -> None:
+        """Import the built-in modules and the entry-point plugins (once)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in self.builtin_modules:
+            importlib.import_module(module)
+        for ep in entry_points(group=self.entry_point_group) if self.entry_point_group else ():
+            if ep.name not in self.classes:
+                self.register(ep.name)(ep.load())
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style ``pattern``, sorted."""
+        self.load()
+        return sorted(n for n in self.classes if fnmatch.fnmatch(n, pattern))
+
+    def get(self, name: str) -> type[T]:
+        """The class registered under ``name``."""
+        self.load()
+        try:
+            return self.classes[name]
+        except KeyError:
+            raise self.error(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}") from None
+
+
 ENTRY_POINT_GROUP = "anobench.generators"
-# Modules whose import registers the built-in generators.
-_BUILTIN_MODULES = ("anobench.generation.baselines", "anobench.generation.dualanodiff")
-
-_REGISTRY: dict[str, type[Generator]] = {}
-_loaded = False
-
-
-def register_generator(name: str):
-    """Class decorator: register a :class:`Generator` subclass under ``name``."""
-
-    def decorate(cls: type[Generator]) -> type[Generator]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(
-                f"generator name {name!r} is already registered by {_REGISTRY[name].__qualname__}"
-            )
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            cls = ep.load()
-            register_generator(ep.name)(cls)
-
-
-def list_generators(pattern: str = "*") -> list[str]:
-    """Registered generator names matching a shell-style ``pattern``, sorted."""
-    _load()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-
-
-def get_generator(name: str) -> type[Generator]:
-    """The generator class registered under ``name``."""
-    _load()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise GenerationInputError(
-            f"unknown generator {name!r}; registered: {', '.join(list_generators())}"
-        ) from None
+GENERATORS: Registry[Generator] = Registry(
+    "generator",
+    builtin_modules=("anobench.generation.baselines", "anobench.generation.dualanodiff"),
+    entry_point_group=ENTRY_POINT_GROUP,
+    error=GenerationInputError,
+)
+_REGISTRY = GENERATORS.classes
+register_generator = GENERATORS.register
+list_generators = GENERATORS.names
+get_generator = GENERATORS.get
 
 
 def create_generator(name: str, **options: Any) -> Generator:

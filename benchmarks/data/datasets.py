@@ -15,71 +15,50 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
-from importlib.metadata import entry_points
+from collections.abc import Callable
 from pathlib import Path
 
 from anobench.benchmarks.data.layout import CategoryData, DatasetAdapter
 from anobench.benchmarks.errors import DatasetError, UserError
+from anobench.generation.registry import Registry
 
 ENTRY_POINT_GROUP = "anobench.datasets"
-_BUILTIN_MODULES = ("anobench.benchmarks.data.mvtec", "anobench.benchmarks.data.formats")
+DATASETS: Registry[DatasetAdapter] = Registry(
+    "dataset format",
+    builtin_modules=("anobench.benchmarks.data.mvtec", "anobench.benchmarks.data.formats"),
+    entry_point_group=ENTRY_POINT_GROUP,
+    error=UserError,
+)
+_REGISTRY = DATASETS.classes
+_PRIORITY: dict[str, int] = {}  # detection order of each format (absent: 0)
+list_datasets = DATASETS.names
 
-_REGISTRY: dict[str, type[DatasetAdapter]] = {}
-_PRIORITY: dict[str, int] = {}
-_loaded = False
 
-
-def register_dataset(name: str, *, priority: int = 0):
+def register_dataset(
+    name: str, *, priority: int = 0
+) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
     """Class decorator: register a :class:`DatasetAdapter` under ``name``.
 
     ``priority``: detection order (lower first); user adapters default to 0, before the built-ins.
     """
 
     def decorate(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(
-                f"dataset format {name!r} is already registered by {_REGISTRY[name].__qualname__}"
-            )
-        cls.name = name
-        _REGISTRY[name] = cls
+        DATASETS.register(name)(cls)
         _PRIORITY[name] = priority
         return cls
 
     return decorate
 
 
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            register_dataset(ep.name)(ep.load())
-
-
-def list_datasets(pattern: str = "*") -> list[str]:
-    """Registered format names matching a shell-style ``pattern``, sorted."""
-    _load()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-
-
 def detection_order() -> list[str]:
     """Format names in the order :func:`detect_format` tries them."""
-    _load()
-    return sorted(_REGISTRY, key=lambda n: (_PRIORITY[n], n))
+    DATASETS.load()
+    return sorted(_REGISTRY, key=lambda n: (_PRIORITY.get(n, 0), n))
 
 
 def get_dataset(name: str, resolution: str | int | None = None) -> DatasetAdapter:
     """The adapter registered under ``name`` (``resolution``: Real-IAD's image folder)."""
-    _load()
-    if name not in _REGISTRY:
-        raise UserError(f"unknown dataset format {name!r}; registered: {', '.join(list_datasets())}")
-    return _REGISTRY[name](None if resolution is None else str(resolution))
+    return DATASETS.get(name)(None if resolution is None else str(resolution))
 
 
 def detect_format(root: str | Path) -> str:
