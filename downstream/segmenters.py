@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -92,15 +91,7 @@ get_segmenter = SEGMENTERS.get
 
 def create_segmenter(name: str, **options: Any) -> Segmenter:
     """Instantiate a registered segmenter with its config ``options`` (unknown options are an error)."""
-    cls = get_segmenter(name)
-    known = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise DownstreamInputError(
-            f"segmenter {name!r}: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(known)) or 'none'}"
-        )
-    return cls(**options)
+    return SEGMENTERS.create(name, **options)
 
 
 @register_segmenter(DEFAULT_SEGMENTER)

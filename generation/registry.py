@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib
 from collections.abc import Callable
@@ -79,6 +80,18 @@ class Registry(Generic[T]):
         self.load()
         return sorted(n for n in self.classes if fnmatch.fnmatch(n, pattern))
 
+    def create(self, name: str, **options: Any) -> T:
+        """Instantiate ``name`` with its ``Config`` dataclass ``options`` (unknown options are an error)."""
+        cls = self.get(name)
+        known = {f.name for f in dataclasses.fields(cls.Config)}  # type: ignore[attr-defined]
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise self.error(
+                f"{self.kind} {name!r}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known)) or 'none'}"
+            )
+        return cls(**options)
+
     def get(self, name: str) -> type[T]:
         """The class registered under ``name``."""
         self.load()
@@ -103,11 +116,4 @@ get_generator = GENERATORS.get
 
 def create_generator(name: str, **options: Any) -> Generator:
     """Instantiate a registered generator with config ``options`` (unknown options are an error)."""
-    cls = get_generator(name)
-    known = {f for f in cls.Config.__dataclass_fields__}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise GenerationInputError(
-            f"generator {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    return cls(**options)
+    return GENERATORS.create(name, **options)
