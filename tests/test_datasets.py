@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -23,12 +24,21 @@ from anobench.benchmarks.data.datasets import (
     register_dataset,
 )
 from anobench.benchmarks.data.mvtec import MVTecAD
-from anobench.benchmarks.data.splits import make_split
+from anobench.benchmarks.data.splits import SplitManifest, make_split
 from anobench.benchmarks.errors import ConfigError, DatasetError
 from anobench.generation.base import load_rgb, read_image, read_mask
 
 LAYOUTS = ["btad", "mpdd", "mvtec", "mvtec-3d", "mvtec-ad2", "mvtec-loco", "real-iad", "visa"]
 LOSSLESS = {"btad", "mpdd", "mvtec", "mvtec-3d", "mvtec-ad2", "mvtec-loco"}  # VisA/Real-IAD write JPG
+# VisA labels as the real image_anno.csv has them: free text, several per image, some on 1-2 images
+# (the synthetic nut's 'missing' anomalies are 000-008)
+RARE_LABELS = {
+    "000.JPG": "Chunk of wax missing",
+    "001.JPG": "burnt",
+    "002.JPG": "burnt",
+    "003.JPG": "scratch,burnt",
+}
+RARE_FOLDS = {"burnt": "combined", "chunk_of_wax_missing": "combined"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +53,27 @@ def written(tmp_path_factory, source):
     for layout in LAYOUTS:
         get_dataset(layout).write([source], out / layout)
     return out
+
+
+def relabel(anno: Path, labels: dict[str, str]) -> None:
+    """Give the anomalies named in ``labels`` (file name -> label) that label in VisA's image_anno.csv."""
+    with anno.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["label"] = labels.get(Path(row["image"]).name, row["label"])
+    with anno.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "label", "mask"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def visa_rare(tmp_path_factory, written):
+    """The VisA layout with rare labels: chunk_of_wax_missing (1 image), burnt (2), combined (1)."""
+    root = tmp_path_factory.mktemp("visa-rare") / "visa"
+    shutil.copytree(written / "visa", root)
+    relabel(root / "nut" / "image_anno.csv", RARE_LABELS)
+    return root
 
 
 # ---------------------------------------------------------------- one image reader, one mask rule
@@ -137,18 +168,80 @@ def test_layout_specific_defect_types(written):
     assert set(np.unique(np.asarray(Image.open(visa.defects["stain"][0].mask)))) == {0, 3}
 
 
-def test_visa_types_from_image_anno_combined_and_without_it(tmp_path, written):
+def test_visa_rare_labels_fold_into_combined(tmp_path, visa_rare):
+    cat = read_category(visa_rare, "nut")
+    assert {d: len(s) for d, s in cat.defects.items()} == {
+        "combined": 4,
+        "missing": 5,
+        "scratch": 12,
+        "stain": 10,
+    }
+    combined = cat.defects["combined"]  # sorted by file index; each image keeps its own type
+    assert [(s.image.name, s.defect) for s in combined] == [
+        ("000.JPG", "chunk_of_wax_missing"),
+        ("001.JPG", "burnt"),
+        ("002.JPG", "burnt"),
+        ("003.JPG", "combined"),
+    ]
+    assert cat.notes == [
+        "nut: label(s) with fewer than 3 images folded into 'combined': burnt (2), chunk_of_wax_missing (1)"
+    ]
+    for preset in ("strict", "dualanodiff-official", "dualanodiff-bcm-official"):
+        split = make_split(cat, preset)
+        assert split.folded == RARE_FOLDS and split.defects["combined"].n_total == 4
+    strict = make_split(cat, "strict").defects["combined"]
+    assert strict.fewshot == [
+        {
+            "image": "nut/Data/Images/Anomaly/000.JPG",
+            "mask": "nut/Data/Masks/Anomaly/000.png",
+            "folded_from": "chunk_of_wax_missing",
+        }
+    ]
+    assert [e.get("folded_from") for e in strict.test] == ["burnt", "burnt", None]
+    get_dataset("visa").write([cat], tmp_path / "again")  # written back with the rare labels
+    again = read_category(tmp_path / "again", "nut")
+    assert again.notes == cat.notes and [s.defect for s in again.defects["combined"]] == [
+        s.defect for s in combined
+    ]
+
+
+def test_visa_fold_is_printed_once_and_recorded_in_the_manifest(tmp_path, visa_rare, capsys):
+    note = "note: nut: label(s) with fewer than 3 images folded into 'combined'"
+    assert main(["data", "check", str(visa_rare)]) == 0
+    assert capsys.readouterr().out.count(note) == 1
+    assert main(["data", "split", str(visa_rare), "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count(note) == 1
+    path = tmp_path / "nut.strict.json"
+    payload = json.loads(path.read_text())
+    assert payload["folded"] == RARE_FOLDS and payload["format"] == "visa"
+    assert payload["defects"]["combined"]["test"][0]["folded_from"] == "burnt"
+    assert SplitManifest.read(path) == make_split(read_category(visa_rare, "nut"), "strict")
+
+
+def test_visa_type_still_too_small_after_folding_is_one_line(tmp_path, written, capsys):
     root = tmp_path / "visa"
     shutil.copytree(written / "visa", root)
     anno = root / "nut" / "image_anno.csv"
-    lines = anno.read_text().splitlines()
-    lines[1] = lines[1].split(",")[0] + ',"scratch,burnt",' + lines[1].split(",")[-1]
-    lines[2] = lines[2].split(",")[0] + ",Chunk of wax missing," + lines[2].split(",")[-1]
-    anno.write_text("\n".join(lines) + "\n")
+    relabel(anno, {"000.JPG": "burnt", "001.JPG": "scratch,burnt"})  # combined: 2 images
+    line = _one_problem(root)
+    assert line.startswith(f"{anno}: type 'combined' has 2 image(s) (000.JPG, 001.JPG)")
+    assert "needs 3 to be split" in line and "frequent labels in this file" in line
+    assert main(["data", "split", str(root), "--out", str(tmp_path / "splits")]) == 2
+    err = capsys.readouterr().err
+    assert "type 'combined' has 2 image(s)" in err and "Traceback" not in err
+
+
+def test_visa_types_from_image_anno_and_without_it(tmp_path, written):
+    root = tmp_path / "visa"
+    shutil.copytree(written / "visa", root)
+    anno = root / "nut" / "image_anno.csv"
+    relabel(anno, {f"00{i}.JPG": "Chunk of wax missing" if i < 3 else "Scratch , Burnt" for i in range(6)})
     cat = read_category(root, "nut")
-    assert len(cat.defects["combined"]) == 1 and len(cat.defects["chunk_of_wax_missing"]) == 1
+    assert sorted(cat.defects) == ["chunk_of_wax_missing", "combined", "missing", "scratch", "stain"]
+    assert not cat.notes  # three images: a type of its own, nothing folded
     anno.unlink()
-    assert list(read_category(root, "nut").defects) == ["anomaly"]
+    cat = read_category(root, "nut")
+    assert list(cat.defects) == ["anomaly"] and make_split(cat).folded == {}
     assert "split_csv" not in datasets.list_categories(root)
 
 
@@ -247,14 +340,14 @@ def test_synth_cli_writes_a_layout(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- anomalib lists the same samples
-def _compare(train_paths: set[str], test, cat) -> None:
+def _compare(train_paths: set[str], test, cat, mask_of=str) -> None:
+    """anomalib's train paths and test samples against ours; ``mask_of`` maps its mask_path to ours."""
     assert train_paths == {str(p) for p in cat.train_good}
     samples = test.samples
     assert set(samples[samples.label_index == 0].image_path) == {str(p) for p in cat.test_good}
     anomalies = samples[samples.label_index == 1]
-    ours = [s for d in cat.defects.values() for s in d]
-    assert set(anomalies.image_path) == {str(s.image) for s in ours}
-    assert set(map(str, anomalies.mask_path)) == {str(s.mask) for s in ours}
+    theirs = dict(zip(anomalies.image_path, map(mask_of, anomalies.mask_path), strict=True))
+    assert theirs == {str(s.image): str(s.mask) for d in cat.defects.values() for s in d}
 
 
 @pytest.mark.parametrize("layout", ["btad", "mpdd", "mvtec-3d", "mvtec-ad2"])
@@ -289,11 +382,12 @@ def test_same_samples_as_anomalib_real_iad(tmp_path, source):
 
 # ---------------------------------------------------------------- tiny runs on other layouts
 @pytest.mark.parametrize("layout", ["visa", "mvtec-loco"])
-def test_tiny_run_on_another_layout(tmp_path, written, capsys, layout):
+def test_tiny_run_on_another_layout(tmp_path, written, visa_rare, capsys, layout):
     from test_run_e2e import TINY
 
     run_dir = tmp_path / "run"
-    args = ["run", "quick", "--dataset", str(written / layout), "--out", str(run_dir), "--no-progress", *TINY]
+    root = visa_rare if layout == "visa" else written / layout  # VisA with rare labels folded
+    args = ["run", "quick", "--dataset", str(root), "--out", str(run_dir), "--no-progress", *TINY]
     assert main([*args, "--format", layout]) == 0
     out = capsys.readouterr().out
     assert f"({layout})" in out and "image_auroc" in out
@@ -303,6 +397,7 @@ def test_tiny_run_on_another_layout(tmp_path, written, capsys, layout):
     assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0
     manifest = json.loads((run_dir / "splits" / "nut.strict.json").read_text())
     assert manifest["format"] == layout
+    assert manifest["folded"] == (RARE_FOLDS if layout == "visa" else {})
 
 
 def test_paper_visa_preset_reads_visa(written):

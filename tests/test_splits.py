@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -9,6 +11,7 @@ from anobench.benchmarks.data.splits import (
     check_overlap,
     fewshot_count,
     first_test_index,
+    fold_rare_types,
     make_split,
 )
 from anobench.benchmarks.errors import UserError
@@ -89,6 +92,43 @@ def test_overlap_check_fails_loudly_for_strict(tmp_path):
 def test_too_few_anomalies(tmp_path):
     with pytest.raises(UserError, match="at least 3 images"):
         make_split(_fake_category(tmp_path, {"crack": 2}), "strict")
+
+
+def test_fold_rare_types_keeps_each_image_and_its_own_type(tmp_path):
+    cat = _fake_category(tmp_path, {"crack": 9, "hole": 2, "cut": 1, "combined": 1})
+    groups, folded = fold_rare_types(cat.defects)
+    assert folded == {"cut": 1, "hole": 2} and list(groups) == ["combined", "crack"]
+    assert [(s.defect, s.image.name) for s in groups["combined"]] == [
+        ("combined", "000.png"), ("cut", "000.png"), ("hole", "000.png"), ("hole", "001.png")
+    ]  # fmt: skip
+    assert groups["crack"] is cat.defects["crack"]
+    unchanged = {"crack": cat.defects["crack"]}
+    assert fold_rare_types(unchanged) == (unchanged, {})
+    small, _ = fold_rare_types({"combined": cat.defects["combined"]})  # the target is never folded
+    assert len(small["combined"]) == 1
+    manifest = make_split(dataclasses.replace(cat, defects=groups), "strict")
+    assert manifest.folded == {"cut": "combined", "hole": "combined"}
+    assert manifest.defects["combined"].fewshot == [
+        {"image": "test/combined/000.png", "mask": "gt/combined/000_mask.png"}
+    ]
+    assert [e.get("folded_from") for e in manifest.defects["combined"].test] == ["cut", "hole", "hole"]
+    assert SplitManifest.read(manifest.write(tmp_path / "m.json")) == manifest
+    assert make_split(dataclasses.replace(cat, defects=unchanged)).folded == {}
+
+
+def test_mvtec_keeps_the_strict_error_for_small_types(tmp_path, nut_root, capsys):
+    root = tmp_path / "dataset"
+    shutil.copytree(nut_root, root)
+    scratch = sorted((root / "nut" / "test" / "scratch").iterdir())
+    for image in scratch[2:]:  # two scratch images left
+        image.unlink()
+        (root / "nut" / "ground_truth" / "scratch" / f"{image.stem}_mask.png").unlink()
+    assert main(["data", "check", str(root)]) == 0
+    assert "note:" not in capsys.readouterr().out  # nothing folded
+    assert main(["data", "split", str(root), "--out", str(tmp_path / "splits")]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'nut' / 'test' / 'scratch'}: 2 anomalies give no few-shot image" in err
+    assert "at least 3 images" in err and "Traceback" not in err
 
 
 def test_manifest_round_trip(tmp_path, nut_root):

@@ -16,6 +16,7 @@ from anobench.benchmarks.data.datasets import (
     read_category,
     summary_rows,
 )
+from anobench.benchmarks.data.layout import CategoryData
 from anobench.benchmarks.data.splits import SPLIT_PRESETS, make_split, manifest_name
 from anobench.benchmarks.data.synth import build_synthetic_dataset, category_names
 from anobench.benchmarks.tables import format_table
@@ -68,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.set_defaults(handler=formats)
 
 
+def print_notes(categories: list[CategoryData]) -> None:
+    """One ``note:`` line per thing a reader left out or regrouped (private test sets, folded types)."""
+    for note in (n for cat in categories for n in cat.notes):
+        print(f"note: {note}")
+
+
 def synth(args: argparse.Namespace) -> int:
     """Build the synthetic dataset."""
     t0 = time.perf_counter()
@@ -82,8 +89,7 @@ def check(args: argparse.Namespace) -> int:
     print(format_line(args.root, args.format))
     categories = check_dataset(args.root, args.categories, format=args.format, resolution=args.resolution)
     print(format_table(summary_rows(categories)))
-    for note in (n for cat in categories for n in cat.notes):
-        print(f"note: {note}")
+    print_notes(categories)
     print(f"ok: {len(categories)} categories in {args.root}")
     return 0
 
@@ -92,14 +98,16 @@ def split(args: argparse.Namespace) -> int:
     """Write one manifest per category and report counts and overlaps."""
     print(format_line(args.root, args.format))
     options = {"format": args.format, "resolution": args.resolution}
-    rows = []
+    rows, categories = [], []
     for name in args.categories or list_categories(args.root, **options):
-        manifest = make_split(read_category(args.root, name, **options), args.preset)
+        categories.append(read_category(args.root, name, **options))
+        manifest = make_split(categories[-1], args.preset)
         path = manifest.write(args.out / manifest_name(name, args.preset))
         for defect, d in manifest.defects.items():
             rows.append({"category": name, "defect": defect, "total": d.n_total, "fewshot": len(d.fewshot),
                          "test": len(d.test), "overlap": len(d.overlap), "manifest": str(path)})  # fmt: skip
     print(format_table(rows))
+    print_notes(categories)
     overlap = sum(r["overlap"] for r in rows)
     if overlap:
         print(f"note: preset {args.preset!r} puts {overlap} image(s) in both the few-shot and the test set")

@@ -26,7 +26,11 @@ BMP_SUFFIXES = (".bmp",)
 
 @dataclass(frozen=True)
 class DefectSample:
-    """One real anomalous test image and its ground-truth mask (a file, or a folder of files ORed)."""
+    """One real anomalous test image and its ground-truth mask (a file, or a folder of files ORed).
+
+    ``defect`` is the image's own type; it differs from the type the image is grouped under
+    (its key in :attr:`CategoryData.defects`) only when a rare type was folded into another.
+    """
 
     image: Path
     mask: Path

@@ -11,6 +11,11 @@ For each defect type with N real anomalies (sorted by file index):
   the same evaluation start (overlap reported). The release takes the first n of an unsorted
   ``os.listdir``; we take the first n by file index, so the files can differ from the release's.
 
+A defect type needs at least :data:`MIN_TYPE_IMAGES` (3) images, so that floor(N/3) >= 1 image
+trains the generator. Layouts whose types are free-text labels (VisA) fold the rarer ones into one
+type with :func:`fold_rare_types`; each folded image's manifest entry keeps its own type
+(``folded_from``) and the manifest lists the folds (``folded``, type -> the type it joined).
+
 Example:
     >>> from anobench.benchmarks.data.splits import fewshot_count
     >>> [fewshot_count(n, p) for p in SPLIT_PRESETS for n in (18, 22)]
@@ -24,11 +29,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from anobench.benchmarks.data.layout import sort_key
 from anobench.benchmarks.data.mvtec import CategoryData, DefectSample
 from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.io import safe_name, write_json
 
 SPLIT_PRESETS = ("strict", "dualanodiff-official", "dualanodiff-bcm-official")
+MIN_TYPE_IMAGES = 3  # the fewest images of a defect type that give floor(N/3) >= 1 few-shot image
 
 
 def manifest_name(category: str, preset: str) -> str:
@@ -80,15 +87,27 @@ class SplitManifest:
         """Number of anomalies that are both few-shot (generator training) and test images."""
         return sum(len(d.overlap) for d in self.defects.values())
 
+    @property
+    def folded(self) -> dict[str, str]:
+        """Rare defect types folded into another type: ``{type: the type it joined}`` (sorted)."""
+        folds = {
+            entry["folded_from"]: name
+            for name, split in self.defects.items()
+            for entry in [*split.fewshot, *split.test]
+            if "folded_from" in entry
+        }
+        return dict(sorted(folds.items()))
+
     def write(self, path: str | Path) -> Path:
-        """Write the manifest as JSON, atomically (with the overlap count, for readers of the file)."""
-        return write_json(path, {**asdict(self), "overlap_count": self.overlap_count})
+        """Write the manifest as JSON, atomically (with the overlap count and the folds, for readers)."""
+        return write_json(path, {**asdict(self), "overlap_count": self.overlap_count, "folded": self.folded})
 
     @classmethod
     def read(cls, path: str | Path) -> SplitManifest:
         """Load a manifest written by :meth:`write`."""
         payload = json.loads(Path(path).read_text())
         payload.pop("overlap_count", None)
+        payload.pop("folded", None)
         payload["defects"] = {k: DefectSplit(**v) for k, v in payload["defects"].items()}
         return cls(**payload)
 
@@ -120,8 +139,39 @@ def _rel(path: Path, root: Path) -> str:
     return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
 
 
-def _entry(sample: DefectSample, root: Path) -> dict[str, str]:
-    return {"image": _rel(sample.image, root), "mask": _rel(sample.mask, root)}
+def _entry(sample: DefectSample, group: str, root: Path) -> dict[str, str]:
+    """A manifest entry; ``folded_from`` names the image's own type when it was folded into ``group``."""
+    entry = {"image": _rel(sample.image, root), "mask": _rel(sample.mask, root)}
+    if sample.defect != group:
+        entry["folded_from"] = sample.defect
+    return entry
+
+
+def fold_rare_types(
+    defects: dict[str, list[DefectSample]], into: str = "combined"
+) -> tuple[dict[str, list[DefectSample]], dict[str, int]]:
+    """Move the images of every type with fewer than :data:`MIN_TYPE_IMAGES` into the type ``into``.
+
+    The folded samples keep their own ``defect``; the merged type is sorted by file index (then path). Returns
+    the new grouping (sorted by type) and ``{folded type: its image count}``. ``into`` itself is
+    never folded; it can still have too few images (the caller reports that).
+
+    Example:
+        >>> from pathlib import Path
+        >>> s = lambda d, i: DefectSample(Path(f"{i:03d}.JPG"), Path(f"{i:03d}.png"), d)
+        >>> defects = {"burnt": [s("burnt", 0)], "scratch": [s("scratch", i) for i in (1, 2, 3)],
+        ...            "combined": [s("combined", 4), s("combined", 5)]}
+        >>> groups, folded = fold_rare_types(defects)
+        >>> {d: [x.image.stem for x in xs] for d, xs in groups.items()}, folded
+        ({'combined': ['000', '004', '005'], 'scratch': ['001', '002', '003']}, {'burnt': 1})
+    """
+    rare = {d: len(s) for d, s in defects.items() if d != into and len(s) < MIN_TYPE_IMAGES}
+    if not rare:
+        return defects, {}
+    groups = {d: s for d, s in defects.items() if d not in rare}
+    merged = [*groups.get(into, []), *(x for d in rare for x in defects[d])]
+    groups[into] = sorted(merged, key=lambda x: (sort_key(x.image), x.image.as_posix()))
+    return dict(sorted(groups.items())), dict(sorted(rare.items()))
 
 
 def make_split(category: CategoryData, preset: str = "strict") -> SplitManifest:
@@ -134,13 +184,13 @@ def make_split(category: CategoryData, preset: str = "strict") -> SplitManifest:
         if not fewshot:
             raise UserError(
                 f"{category.path / 'test' / name}: {len(samples)} anomalies give no few-shot image under "
-                f"split {preset!r}; a defect type needs at least 3 images"
+                f"split {preset!r}; a defect type needs at least {MIN_TYPE_IMAGES} images"
             )
         overlap = sorted({_rel(s.image, root) for s in fewshot} & {_rel(s.image, root) for s in test})
         defects[name] = DefectSplit(
             n_total=len(samples),
-            fewshot=[_entry(s, root) for s in fewshot],
-            test=[_entry(s, root) for s in test],
+            fewshot=[_entry(s, name, root) for s in fewshot],
+            test=[_entry(s, name, root) for s in test],
             overlap=overlap,
         )
     manifest = SplitManifest(

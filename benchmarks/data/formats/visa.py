@@ -7,6 +7,12 @@
 * Defect types come from ``<cat>/image_anno.csv`` (``image,label,mask``): one type per label
   (lower case, ``_`` for spaces); an image with several comma-separated labels is of type
   ``combined``. Without that file every anomaly is of type ``anomaly``.
+* A label with fewer than 3 images (VisA has several) cannot be split into few-shot and test
+  images, so it is folded into ``combined`` (:func:`~anobench.benchmarks.data.splits.fold_rare_types`):
+  the type SeaS and O2MAG already use for VisA's mixed defects, whose published VisA type lists
+  hold only the frequent labels and ``combined``. No anomaly leaves the test set. The fold is a
+  note of ``anobench data check`` and ``data split`` and is recorded in the split manifest
+  (``folded``; each folded entry's own label in ``folded_from``).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from anobench.benchmarks.data.layout import (
     sort_key,
 )
 from anobench.benchmarks.data.mvtec import save_image, save_mask
+from anobench.benchmarks.data.splits import MIN_TYPE_IMAGES, fold_rare_types
 from anobench.benchmarks.errors import DatasetError
 
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
+FOLD_INTO = "combined"
 SPLIT_COLUMNS = ("object", "split", "label", "image", "mask")
 ANNO_CSV = "image_anno.csv"
 
@@ -131,6 +139,27 @@ class VisA(DatasetAdapter):
                 continue
             defects.setdefault(defect, []).append(DefectSample(image=image, mask=mask, defect=defect))
         defects = {d: sorted(s, key=lambda x: sort_key(x.image)) for d, s in sorted(defects.items())}
+        notes = []
+        if types is not None:
+            defects, folded = fold_rare_types(defects, FOLD_INTO)
+            if folded:
+                counts = ", ".join(f"{d} ({n})" for d, n in folded.items())
+                notes.append(
+                    f"{category}: label(s) with fewer than {MIN_TYPE_IMAGES} images folded into "
+                    f"'{FOLD_INTO}': {counts}"
+                )
+        source, fix = (
+            (base / ANNO_CSV, "give them one of the category's frequent labels in this file")
+            if types is not None
+            else (split_path, f"list at least {MIN_TYPE_IMAGES} anomalies of the category in this file")
+        )
+        for name, samples in defects.items():
+            if len(samples) < MIN_TYPE_IMAGES:
+                names = ", ".join(s.image.name for s in samples)
+                problems.append(
+                    f"{source}: type '{name}' has {len(samples)} image(s) ({names}) but a type needs "
+                    f"{MIN_TYPE_IMAGES} to be split into few-shot and test images; {fix}"
+                )
         return self.finish(
             root,
             category,
@@ -139,10 +168,14 @@ class VisA(DatasetAdapter):
             defects,
             problems,
             validate=validate,
+            notes=notes,
         )
 
     def write(self, categories: list[CategoryData], out: Path) -> None:
-        """JPG images, label-valued masks (type index + 1), ``image_anno.csv`` and ``1cls.csv``."""
+        """JPG images, label-valued masks (type index + 1), ``image_anno.csv`` and ``1cls.csv``.
+
+        Each anomaly keeps its own label in ``image_anno.csv`` (a folded one, its rare label).
+        """
         split_rows = []
         for cat in categories:
             data, anno = Path(cat.name) / "Data", []
@@ -151,13 +184,12 @@ class VisA(DatasetAdapter):
                 rel = data / "Images" / "Normal" / f"{i:04d}.JPG"
                 save_image(path, out / rel)
                 split_rows.append([cat.name, split, "normal", rel.as_posix(), ""])
-            samples = [s for d in cat.defects.values() for s in d]
-            labels = {d: i + 1 for i, d in enumerate(cat.defects)}
-            for j, sample in enumerate(samples):
+            samples = [(i + 1, s) for i, group in enumerate(cat.defects.values()) for s in group]
+            for j, (value, sample) in enumerate(samples):
                 rel = data / "Images" / "Anomaly" / f"{j:03d}.JPG"
                 mask = data / "Masks" / "Anomaly" / f"{j:03d}.png"
                 save_image(sample.image, out / rel)
-                save_mask(sample.mask, out / mask, labels[sample.defect])
+                save_mask(sample.mask, out / mask, value)
                 split_rows.append([cat.name, "test", "anomaly", rel.as_posix(), mask.as_posix()])
                 anno.append([rel.as_posix(), sample.defect, mask.as_posix()])
             _write_csv(out / cat.name / ANNO_CSV, ("image", "label", "mask"), anno)
