@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -367,6 +368,53 @@ def test_same_samples_as_anomalib(written, layout):
     if layout == "mvtec-ad2":  # validation/good is anomalib's val split; we train on it too
         train |= set(cls[layout](root=root, category="nut", split="val").samples.image_path)
     _compare(train, cls[layout](root=root, category="nut", split="test"), cat)
+
+
+def test_same_samples_as_anomalib_mvtec_loco(written):
+    import pandas as pd
+    from anomalib.data.datasets.image.mvtec_loco import MVTecLOCODataset
+
+    root = written / "mvtec-loco"
+    cat = read_category(root, "nut")
+    # anomalib 2.7's make_dataset puts each image's list of region masks into a column it created
+    # with "", which pandas 3 makes a str column and refuses ("TypeError: Invalid value for dtype
+    # 'str'"); pandas' pre-3 string inference (deprecated option) lets anomalib's own code run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the option's deprecation notice
+        with pd.option_context("future.infer_string", False):
+            loco = {s: MVTecLOCODataset(root=root, category="nut", split=s) for s in ("train", "val", "test")}
+    train = set(loco["train"].samples.image_path) | set(loco["val"].samples.image_path)  # we train on val too
+    masks = loco["test"].samples.mask_path
+    assert all(m == sorted(str(p) for p in Path(m[0]).parent.iterdir()) for m in masks if len(m))
+    _compare(train, loco["test"], cat, mask_of=lambda files: str(Path(files[0]).parent))
+
+
+def test_same_samples_as_anomalib_visa(tmp_path, source):
+    from anomalib.data import Visa
+    from anomalib.data.datasets.image.visa import VisaDataset
+
+    root = tmp_path / "visa"  # anomalib prepares VisA's twelve categories only
+    get_dataset("visa").write([dataclasses.replace(source, name="candle")], root)
+    relabel(root / "candle" / "image_anno.csv", RARE_LABELS)  # types do not change the samples
+    cat = read_category(root, "candle")
+    Visa(root=root, category="candle").prepare_data()  # anomalib's 1cls.csv split into visa_pytorch/
+    prepared = {split: VisaDataset(root=root / "visa_pytorch", category="candle", split=split).samples
+                for split in ("train", "test")}  # fmt: skip
+
+    def same_files(theirs, ours: list[Path]) -> None:  # anomalib copies the files: same names and bytes
+        assert sorted(Path(p).name for p in theirs) == sorted(p.name for p in ours)
+        by_name = {p.name: p for p in ours}
+        assert all(Path(p).read_bytes() == by_name[Path(p).name].read_bytes() for p in theirs)
+
+    test = prepared["test"]
+    same_files(prepared["train"].image_path, cat.train_good)
+    same_files(test[test.label_index == 0].image_path, cat.test_good)
+    anomalies = test[test.label_index == 1]
+    ours = {s.image.name: s for d in cat.defects.values() for s in d}
+    same_files(anomalies.image_path, [s.image for s in ours.values()])
+    for image, mask in zip(anomalies.image_path, anomalies.mask_path, strict=True):  # binarised copies
+        np.testing.assert_array_equal(read_mask(mask), read_mask(ours[Path(image).name].mask))
+        assert read_mask(mask).any()
 
 
 def test_same_samples_as_anomalib_real_iad(tmp_path, source):
