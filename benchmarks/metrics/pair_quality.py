@@ -8,6 +8,10 @@ categories). Each aggregate has a ``reference``: the same computation on the spl
 anomalies (mask adherence of the real test images; leave-one-out type fidelity and nn distance; KID,
 FID and IC-LPIPS(a) of the few-shot real anomalies against the held-out ones).
 
+Every set of a category is compared with the same detector and reference, so a process keeps both
+(and the models) after the first set, keyed by the files' bytes and the settings: a further set costs
+only its own pairs, with the same values (:func:`clear_caches` forgets them).
+
 Example:
     >>> from anobench.benchmarks.metrics.pair_quality import compute_pair_quality  # doctest: +SKIP
     >>> r = compute_pair_quality("runs/q/generated/perlin", "data/mvtec", "nut")  # doctest: +SKIP
@@ -192,6 +196,7 @@ class _Reference:
 # Categories a process keeps (least recently used dropped): a run alternates categories per generator.
 _DETECTORS: _Memo[CategoryDetector] = _Memo(16)
 _REFERENCES: _Memo[_Reference] = _Memo(16)
+_INCEPTIONS: _Memo[TorchvisionInception] = _Memo(1)
 
 
 @functools.lru_cache(maxsize=2)
@@ -204,16 +209,11 @@ def _lpips_distance(net: str, size: int, weights_cache: str | Path | None) -> LP
     return LPIPSDistance(load_lpips(net, weights_cache)[0], size, 8, "cpu")
 
 
-@functools.lru_cache(maxsize=1)
-def _inception(weights: Path) -> TorchvisionInception:
-    return TorchvisionInception(weights)
-
-
 def clear_caches() -> None:
     """Forget the detectors, references and models this process kept (the on-disk fits stay)."""
-    for memo in (_DETECTORS, _REFERENCES):
+    for memo in (_DETECTORS, _REFERENCES, _INCEPTIONS):
         memo.clear()
-    for builder in (_feature_model, _lpips_distance, _inception):
+    for builder in (_feature_model, _lpips_distance):
         builder.cache_clear()
 
 
@@ -253,7 +253,11 @@ class _Scorers:
         try:
             if KEY_KID_O2MAG in names:
                 weights = resolve_o2mag_weights(o2mag_weights)
-                self.inception, self.inception_weights = _inception(weights), f"{weights} {weights.stat()}"
+                stat = weights.stat()
+                self.inception_weights = f"{weights.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+                self.inception = _INCEPTIONS.get(
+                    self.inception_weights, lambda: TorchvisionInception(weights)
+                )
         except WeightsUnavailableError as exc:
             self._unavailable(KEY_KID_O2MAG, exc, explicit and o2mag_weights is not None)
 
