@@ -1,7 +1,7 @@
 import pytest
 
 from anobench.benchmarks.cli import main
-from anobench.benchmarks.config import flatten, list_presets, load_config
+from anobench.benchmarks.config import PairQualityConfig, flatten, list_presets, load_config
 from anobench.benchmarks.errors import ConfigError
 from anobench.benchmarks.metrics.defaults import PAIR_DEFAULTS
 
@@ -206,8 +206,10 @@ def test_pair_quality_settings_are_checked_at_load(override, message):
 
 
 def test_pair_quality_defaults_are_the_librarys_and_the_detector_follows_the_settings():
-    config = load_config("quick", overrides=["genmetrics.pair_quality.detector_image_size=64"])
+    defaults = PairQualityConfig()
+    assert not defaults.enabled and defaults.feature_size == PAIR_DEFAULTS["feature_size"]
+    config = load_config("quick", overrides=["genmetrics.pair_quality.detector_image_size=96"])
     pair_quality = config.genmetrics.pair_quality
-    assert not pair_quality.enabled and pair_quality.feature_size == PAIR_DEFAULTS["feature_size"]
+    assert pair_quality.enabled and pair_quality.feature_size == 64  # quick's 64 px
     detector = pair_quality.detector()
-    assert detector.image_size == 64 and detector.layers == PAIR_DEFAULTS["detector"]["layers"]
+    assert detector.image_size == 96 and detector.layers == PAIR_DEFAULTS["detector"]["layers"]

@@ -6,20 +6,24 @@ test takes seconds; the real EfficientNet-Lite0 ImageNet weights are used throug
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from anobench.benchmarks.cli import main
 from anobench.benchmarks.data.mvtec import read_category
 from anobench.benchmarks.data.splits import make_split
 from anobench.benchmarks.errors import UserError
+from anobench.benchmarks.metrics import pair_quality
 from anobench.benchmarks.metrics.defaults import (
     KEY_FID_EFFNET,
     KEY_KID_EFFNET,
@@ -36,7 +40,7 @@ from anobench.benchmarks.metrics.filtering import filter_generated_set, parse_ru
 from anobench.benchmarks.metrics.ic_lpips import type_rng
 from anobench.benchmarks.metrics.ic_lpips_anomaly import ic_lpips_anomaly_type
 from anobench.benchmarks.metrics.kid_o2mag import resolve_o2mag_weights
-from anobench.benchmarks.metrics.mask_adherence import CategoryDetector, adherence
+from anobench.benchmarks.metrics.mask_adherence import CategoryDetector, adherence, detector_key
 from anobench.benchmarks.metrics.pair_quality import compute_pair_quality, read_scores
 from anobench.benchmarks.metrics.weights import WeightsUnavailableError
 from anobench.downstream.unsupervised import EFFICIENTNET_LITE0, DetectorConfig, fit_detector, fitted_state
@@ -140,14 +144,37 @@ def test_an_images_features_do_not_depend_on_its_batch_with_one_thread():
     assert np.array_equal(alone, together[:3]) and together.shape == (11, 1280)
 
 
-@pytest.mark.slow  # two full scorings of a small set: about 80 s on 2 loaded cores
+# The values of the set below, computed before the per-process caches existed (identical since).
+PINNED = {
+    "scratch": {KEY_MASK_ADHERENCE: 0.9623448191306971, KEY_KID_EFFNET: -5.462948332626048,
+                KEY_FID_EFFNET: 137.20723872301596},
+    "stain": {KEY_MASK_ADHERENCE: 0.9940302399231888, KEY_KID_EFFNET: -10.056090249191254,
+              KEY_FID_EFFNET: 618.7702295799462},
+}  # fmt: skip
+PINNED_REFERENCE = {
+    "missing": {KEY_MASK_ADHERENCE: 0.9600780647587794, KEY_TYPE_FIDELITY: 2 / 3,
+                KEY_NN_DISTANCE: 17.400912532911896, KEY_KID_EFFNET: -1.3966310978835152},
+    "scratch": {KEY_MASK_ADHERENCE: 0.9684204752420299, KEY_TYPE_FIDELITY: 0.75,
+                KEY_NN_DISTANCE: 19.391822238026666, KEY_FID_EFFNET: 667.8354307279734},
+    "stain": {KEY_MASK_ADHERENCE: 0.9912424971311921, KEY_TYPE_FIDELITY: 1 / 7,
+              KEY_NN_DISTANCE: 25.112694461495746, KEY_KID_EFFNET: -0.22640966824579833},
+}  # fmt: skip
+
+
 def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_repeat(
-    nut_split, tmp_path, cache
+    nut_split, tmp_path, cache, monkeypatch
 ):
     held = nut_split.test_samples()
     root = copy_set(tmp_path / "set", {"scratch": held["scratch"][:5], "stain": held["stain"][:2]})
     kwargs = {"detector": small_detector(), "feature_size": SIZE, "progress": False}
     metrics = [KEY_MASK_ADHERENCE, KEY_TYPE_FIDELITY, KEY_NN_DISTANCE, KEY_KID_EFFNET]
+    computed = []  # categories whose reference (held-out real anomalies) was scored
+    original = pair_quality._Scorers._compute_reference
+    monkeypatch.setattr(
+        pair_quality._Scorers, "_compute_reference",
+        lambda self, category, *a: computed.append(category) or original(self, category, *a),
+    )  # fmt: skip
+    pair_quality.clear_caches()
     first = compute_pair_quality(
         root, nut_split.dataset, metrics=metrics, cache_dir=tmp_path / "c1", **kwargs
     )
@@ -155,19 +182,58 @@ def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_r
     assert row[KEY_TYPE_FIDELITY] == 1.0 and row[KEY_NN_DISTANCE] == pytest.approx(0.0, abs=1e-6)
     # the reference (leave-one-out on the real anomalies) cannot use the image itself: distance > 0
     assert first["reference"]["per_type"]["nut"]["scratch"][KEY_NN_DISTANCE] > 1.0
+    for defect, values in PINNED.items():
+        for key, value in values.items():
+            assert first["per_type"]["nut"][defect][key] == pytest.approx(value, rel=1e-4), (defect, key)
+    for defect, values in PINNED_REFERENCE.items():
+        for key, value in values.items():
+            assert first["reference"]["per_type"]["nut"][defect][key] == pytest.approx(value, rel=1e-4)
     # a copy adheres exactly as its real original does under the same (cached) detector
     train = [nut_split.absolute(p) for p in nut_split.train_good]
     originals = CategoryDetector(small_detector(), "nut", train, cache).score_pairs(
         [i for i, _ in held["scratch"][:5]], [m for _, m in held["scratch"][:5]]
     )
     copies = [r for r in first["per_pair"] if r["defect"] == "scratch"]
-    for original, copy in zip(originals, copies, strict=True):
-        assert copy[KEY_MASK_ADHERENCE] == pytest.approx(original[KEY_MASK_ADHERENCE], abs=1e-6)
+    for original_score, copy in zip(originals, copies, strict=True):
+        assert copy[KEY_MASK_ADHERENCE] == pytest.approx(original_score[KEY_MASK_ADHERENCE], abs=1e-6)
     saved = read_scores(root)
     assert len(saved) == 7 and saved["nut/scratch/image/0000.png"]["type_fidelity"] == 1.0
-    second = compute_pair_quality(root, nut_split.dataset, metrics=metrics, cache_dir=cache, **kwargs)
+    # another set of the category in this process: the detector and the reference are reused
+    (fitted,) = (tmp_path / "c1").glob("nut-*.safetensors")
+    stamp = fitted.stat().st_mtime_ns
+    other = copy_set(tmp_path / "other", {"stain": held["stain"][2:4]})
+    again = compute_pair_quality(
+        other, nut_split.dataset, metrics=metrics, cache_dir=tmp_path / "c1", **kwargs
+    )
+    assert computed == ["nut"] and again["reference"] == first["reference"]
+    # a fresh process (caches cleared) loads the fit from disk and recomputes the same numbers
+    pair_quality.clear_caches()
+    second = compute_pair_quality(
+        root, nut_split.dataset, metrics=metrics, cache_dir=tmp_path / "c1", **kwargs
+    )
+    assert computed == ["nut", "nut"] and fitted.stat().st_mtime_ns == stamp
     assert json.dumps(first["per_pair"]) == json.dumps(second["per_pair"])
-    assert first["overall"] == second["overall"]
+    assert first["overall"] == second["overall"] and first["reference"] == second["reference"]
+
+
+def test_a_detector_fit_is_keyed_by_seed_and_a_concurrent_fit_is_awaited_then_loaded(nut_split, tmp_path):
+    train = [nut_split.absolute(p) for p in nut_split.train_good][:8]
+    config = small_detector()
+    assert detector_key(config, train, 0) != detector_key(config, train, 1)
+    key = detector_key(config, train, 0)
+    path = tmp_path / f"nut-patchcore-{key}.safetensors"
+    built: list[CategoryDetector] = []
+    with open(tmp_path / f".{path.name}.lock", "w") as lock:  # another process is fitting
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiter = threading.Thread(
+            target=lambda: built.append(CategoryDetector(config, "nut", train, tmp_path))
+        )
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not path.exists()
+        save_file(fitted_state(fit_detector(config, train, progress=False)), str(path))  # its fit lands
+    waiter.join(timeout=60)
+    assert built[0].from_cache and built[0].cache_path == path
 
 
 @pytest.mark.slow  # every default metric on two pairs (one detector fit when run alone)

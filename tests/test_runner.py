@@ -116,6 +116,7 @@ def test_genmetrics_job_scores_each_generated_set(tmp_path, nut_root):
     config = _tiny(
         f"data.root={nut_root}", "genmetrics.enabled=true", "genmetrics.metrics=[ic_lpips]",
         "genmetrics.ic_lpips_variant=dfmgan", "generation.n_per_defect=6",
+        "genmetrics.pair_quality.enabled=false",  # quick's pair quality: test_catalogue, test_run_e2e
     )  # fmt: skip
     jobs = expand_grid(config, nut_root, tmp_path, ["nut"])
     (metrics_job,) = [j for j in jobs if j.key.stage == GENMETRICS]

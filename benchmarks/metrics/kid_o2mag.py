@@ -65,10 +65,7 @@ class TorchvisionInception:
         return torch.cat(out).numpy()
 
 
-def kid_o2mag(
-    generated: Sequence[Path], real: Sequence[Path], extractor: TorchvisionInception, seed: int = 0
-) -> float:
-    """KID x 1000 of generated vs real images on torchvision Inception features."""
+def kid_o2mag(generated: np.ndarray, real: np.ndarray, seed: int = 0) -> float:
+    """KID x 1000 of generated vs real :meth:`TorchvisionInception.features`."""
     scale = float(PAIR_DEFAULTS["o2mag_kid_scale"])  # type: ignore[arg-type]
-    result = kid_fid(extractor.features(generated), extractor.features(real), seed=seed, scale=scale)
-    return result[KEY_KID_EFFNET]
+    return kid_fid(generated, real, seed=seed, scale=scale)[KEY_KID_EFFNET]

@@ -7,8 +7,10 @@ map against the pair's own mask is the pair's score (0.5 = the map ignores the m
 or full mask). The reference is the same score on the held-out real anomalies.
 
 Cache: ``<cache_dir>/<category>-<name>-<key>.safetensors`` where the key hashes the detector config
-(device and batch size excluded) and the bytes of every training image, so a changed image or config
-refits and every set of the category reuses one fit.
+(device and batch size excluded), the fit seed (it draws the coreset) and the bytes of every training
+image, so a changed image, config or seed refits and every set of the category reuses one fit. The fit
+holds an ``fcntl`` lock on ``.<file>.lock`` next to it: concurrent jobs (Dask workers) fit once, the
+others wait and load that fit.
 
 Example:
     >>> import numpy as np
@@ -21,9 +23,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,12 +57,12 @@ def adherence(anomaly_map: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     }
 
 
-def detector_key(config: DetectorConfig, train_good: Sequence[Path]) -> str:
-    """Hash of the detector config (without device/batch size) and the training images' bytes."""
+def detector_key(config: DetectorConfig, train_good: Sequence[Path], seed: int = 0) -> str:
+    """Hash of the detector config (no device/batch size), the fit seed and the training images' bytes."""
     digest = hashlib.sha256()
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("device", "batch_size")}
     settings["backbone_weights"] = config.weights_label
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(json.dumps({**settings, "seed": seed}, sort_keys=True).encode())
     for path in sorted(Path(p) for p in train_good):
         digest.update(path.name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -66,7 +70,10 @@ def detector_key(config: DetectorConfig, train_good: Sequence[Path]) -> str:
 
 
 class CategoryDetector:
-    """A detector fitted on one category's ``train/good`` (loaded from the cache when already fitted)."""
+    """A detector fitted on one category's ``train/good`` (loaded from the cache when already fitted).
+
+    ``key``: :func:`detector_key` of these arguments when the caller has it already.
+    """
 
     def __init__(
         self,
@@ -77,23 +84,30 @@ class CategoryDetector:
         *,
         seed: int = 0,
         progress: bool = False,
+        key: str | None = None,
     ) -> None:
         from safetensors.torch import load_file, save_file
 
         self.config = config
-        key = detector_key(config, train_good)
-        name = f"{category}-{config.name}-{key}.safetensors"
+        self.key = key or detector_key(config, train_good, seed)
+        name = f"{category}-{config.name}-{self.key}.safetensors"
         self.cache_path = Path(cache_dir) / name if cache_dir else None
-        self.from_cache = bool(self.cache_path and self.cache_path.exists())
-        if self.from_cache:
-            self.model = restore_detector(config, load_file(str(self.cache_path)))
-        else:
+        if self.cache_path is None:
+            self.from_cache = False
             self.model = fit_detector(config, train_good, seed=seed, progress=progress)
-            if self.cache_path:
-                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.cache_path.with_name(f".{self.cache_path.name}.tmp")
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        # one fit per key: a concurrent process (another worker's job) waits, then loads its fit
+        with open(self.cache_path.with_name(f".{name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.from_cache = self.cache_path.exists()
+            if self.from_cache:
+                self.model = restore_detector(config, load_file(str(self.cache_path)))
+            else:
+                self.model = fit_detector(config, train_good, seed=seed, progress=progress)
+                tmp = self.cache_path.with_name(f".{name}.{os.getpid()}.tmp")
                 save_file(fitted_state(self.model), str(tmp))
-                tmp.replace(self.cache_path)
+                os.replace(tmp, self.cache_path)
 
     def maps(self, images: Sequence[Path]) -> np.ndarray:
         """Anomaly maps (N, S, S) at the detector's image size S."""
@@ -109,9 +123,4 @@ class CategoryDetector:
         return [adherence(m, b) for m, b in zip(maps, binary, strict=True)]
 
 
-def default_detector_config(settings: dict[str, object], device: str = "auto") -> DetectorConfig:
-    """The configured detector (``PAIR_DEFAULTS['detector']``) as a :class:`DetectorConfig`."""
-    return DetectorConfig(**{**settings, "device": device})  # type: ignore[arg-type]
-
-
-__all__ = ["CategoryDetector", "adherence", "default_detector_config", "detector_key"]
+__all__ = ["CategoryDetector", "adherence", "detector_key"]

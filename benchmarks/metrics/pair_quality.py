@@ -8,6 +8,10 @@ categories). Each aggregate has a ``reference``: the same computation on the spl
 anomalies (mask adherence of the real test images; leave-one-out type fidelity and nn distance; KID,
 FID and IC-LPIPS(a) of the few-shot real anomalies against the held-out ones).
 
+Every set of a category is compared with the same detector and reference, so a process keeps both
+(and the models) after the first set, keyed by the files' bytes and the settings: a further set costs
+only its own pairs, with the same values (:func:`clear_caches` forgets them).
+
 Example:
     >>> from anobench.benchmarks.metrics.pair_quality import compute_pair_quality  # doctest: +SKIP
     >>> r = compute_pair_quality("runs/q/generated/perlin", "data/mvtec", "nut")  # doctest: +SKIP
@@ -17,12 +21,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -61,13 +69,14 @@ from anobench.benchmarks.metrics.feature_realism import kid_fid, nn_distances
 from anobench.benchmarks.metrics.ic_lpips import LPIPSDistance, type_rng
 from anobench.benchmarks.metrics.ic_lpips_anomaly import ic_lpips_anomaly_type
 from anobench.benchmarks.metrics.kid_o2mag import TorchvisionInception, kid_o2mag, resolve_o2mag_weights
-from anobench.benchmarks.metrics.mask_adherence import CategoryDetector
+from anobench.benchmarks.metrics.mask_adherence import CategoryDetector, detector_key
 from anobench.benchmarks.metrics.type_fidelity import nearest_types
 from anobench.benchmarks.metrics.weights import WeightsUnavailableError, default_cache_dir, load_lpips
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.format import GeneratedEntry, read_generated_set
 
 Pairs = list[tuple[Path, Path]]
+T = TypeVar("T")
 FEATURE_METRICS = (KEY_TYPE_FIDELITY, KEY_NN_DISTANCE, KEY_KID_EFFNET, KEY_FID_EFFNET)
 
 
@@ -151,8 +160,70 @@ def _type_rows(
     return rows
 
 
+class _Memo(Generic[T]):
+    """Values built once per key in this process; beyond ``size`` keys the least recently used goes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[Hashable, T] = OrderedDict()
+
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        """The value of ``key``, built by ``build()`` the first time."""
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        value = self._values[key] = build()
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Forget every value."""
+        self._values.clear()
+
+
+@dataclass
+class _Reference:
+    """A category's held-out real anomalies, scored once per process: what every set is compared with."""
+
+    types: list[str]  # the defect type of each held-out anomaly, sorted by type
+    features: np.ndarray | None  # their EfficientNet-Lite0 features (rows as ``types``)
+    inception: dict[str, np.ndarray]  # per type: their torchvision Inception features (kid_o2mag)
+    records: list[dict[str, Any]]  # their per-pair scores
+    extra: dict[str, dict[str, float]]  # per type: the set-level values of the few-shot vs held-out ones
+
+
+# Categories a process keeps (least recently used dropped): a run alternates categories per generator.
+_DETECTORS: _Memo[CategoryDetector] = _Memo(16)
+_REFERENCES: _Memo[_Reference] = _Memo(16)
+_INCEPTIONS: _Memo[TorchvisionInception] = _Memo(1)
+
+
+@functools.lru_cache(maxsize=2)
+def _feature_model(size: int) -> EffNetLite0Features:
+    return EffNetLite0Features(size, int(PAIR_DEFAULTS["feature_batch_size"]), "cpu")  # type: ignore[call-overload]
+
+
+@functools.lru_cache(maxsize=2)
+def _lpips_distance(net: str, size: int, weights_cache: str | Path | None) -> LPIPSDistance:
+    return LPIPSDistance(load_lpips(net, weights_cache)[0], size, 8, "cpu")
+
+
+def clear_caches() -> None:
+    """Forget the detectors, references and models this process kept (the on-disk fits stay)."""
+    for memo in (_DETECTORS, _REFERENCES, _INCEPTIONS):
+        memo.clear()
+    for builder in (_feature_model, _lpips_distance):
+        builder.cache_clear()
+
+
+def _file_digest(digest: Any, label: str, path: Path) -> None:
+    digest.update(f"{label}\0{path.name}\0".encode())
+    digest.update(hashlib.sha256(path.read_bytes()).digest())
+
+
 class _Scorers:
-    """The models shared by every category (built only for the requested metrics)."""
+    """The models shared by every category (built only for the requested metrics, kept per process)."""
 
     def __init__(
         self,
@@ -166,24 +237,27 @@ class _Scorers:
         seed: int,
     ) -> None:
         self.names, self.detector, self.cache_dir, self.seed = list(names), detector, cache_dir, seed
+        self.feature_size = feature_size
         self.unavailable: dict[str, str] = {}
-        self.features = (
-            EffNetLite0Features(feature_size, int(PAIR_DEFAULTS["feature_batch_size"]), "cpu")  # type: ignore[arg-type]
-            if any(m in names for m in FEATURE_METRICS)
-            else None
-        )
-        self.lpips = self.inception = None
+        self.features = _feature_model(feature_size) if any(m in names for m in FEATURE_METRICS) else None
+        self.lpips: LPIPSDistance | None = None
+        self.inception: TorchvisionInception | None = None
+        self.inception_weights: str | None = None
         recipe = IC_LPIPS_VARIANTS[str(PAIR_DEFAULTS["ic_lpips_a_variant"])]
         self.max_per_cluster = recipe.max_per_cluster
         try:
             if KEY_IC_LPIPS_ANOMALY in names:
-                model, _ = load_lpips(recipe.net, weights_cache)
-                self.lpips = LPIPSDistance(model, recipe.size, 8, "cpu")
+                self.lpips = _lpips_distance(recipe.net, recipe.size, weights_cache)
         except WeightsUnavailableError as exc:
             self._unavailable(KEY_IC_LPIPS_ANOMALY, exc, explicit)
         try:
             if KEY_KID_O2MAG in names:
-                self.inception = TorchvisionInception(resolve_o2mag_weights(o2mag_weights))
+                weights = resolve_o2mag_weights(o2mag_weights)
+                stat = weights.stat()
+                self.inception_weights = f"{weights.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+                self.inception = _INCEPTIONS.get(
+                    self.inception_weights, lambda: TorchvisionInception(weights)
+                )
         except WeightsUnavailableError as exc:
             self._unavailable(KEY_KID_O2MAG, exc, explicit and o2mag_weights is not None)
 
@@ -192,6 +266,103 @@ class _Scorers:
             raise exc
         self.unavailable[name] = exc.problems[0]
         self.names.remove(name)
+
+    def category_detector(self, category: str, train_good: Sequence[Path]) -> CategoryDetector:
+        """The category's fitted detector: this process's, else the cached fit, else fitted now."""
+        key = detector_key(self.detector, train_good, self.seed)
+        config = self.detector
+        return _DETECTORS.get(
+            (key, category, config.device, config.batch_size, str(self.cache_dir)),
+            lambda: CategoryDetector(config, category, train_good, self.cache_dir, seed=self.seed, key=key),
+        )
+
+    def ic_lpips_a(self, pairs: Pairs, centres: Pairs, rng_args: tuple[int, str, str]) -> float:
+        """IC-LPIPS(a) of one type (the LPIPS feature cache emptied after: crops are temporary files)."""
+        assert self.lpips is not None
+        try:
+            rng = type_rng(*rng_args)
+            return ic_lpips_anomaly_type(pairs, centres, self.lpips, self.max_per_cluster, rng)
+        finally:
+            self.lpips.clear()
+
+    def reference(
+        self,
+        category: str,
+        held: dict[str, Pairs],
+        fewshot: dict[str, Pairs],
+        detector: CategoryDetector | None,
+    ) -> _Reference:
+        """The category's :class:`_Reference`, computed once per process per content and settings."""
+        digest = hashlib.sha256()
+        settings = {
+            "category": category,
+            "metrics": self.names,
+            "feature_size": self.feature_size,
+            "seed": self.seed,
+            "detector": detector and [detector.key, self.detector.device, self.detector.batch_size],
+            "inception": self.inception_weights,
+        }
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        for label, samples in (("held", held), ("fewshot", fewshot)):
+            for defect, pairs in sorted(samples.items()):
+                for image, mask in pairs:
+                    _file_digest(digest, f"{label}/{defect}/image", image)
+                    _file_digest(digest, f"{label}/{defect}/mask", mask)
+        build = functools.partial(self._compute_reference, category, held, fewshot, detector)
+        return _REFERENCES.get(digest.hexdigest(), build)
+
+    def _compute_reference(
+        self,
+        category: str,
+        held: dict[str, Pairs],
+        fewshot: dict[str, Pairs],
+        detector: CategoryDetector | None,
+    ) -> _Reference:
+        names, seed = self.names, self.seed
+        real_pairs = [(d, p) for d in sorted(held) for p in held[d]]
+        types = [d for d, _ in real_pairs]
+        records: list[dict[str, Any]] = [{"defect": d} for d in types]
+        extra: dict[str, dict[str, float]] = {d: {} for d in held}
+        if detector is not None:
+            scores = detector.score_pairs([i for _, (i, _) in real_pairs], [m for _, (_, m) in real_pairs])
+            for rec, score in zip(records, scores, strict=True):
+                rec.update(score)
+        real_f = None
+        if self.features is not None:
+            real_f = self.features.features([i for _, (i, _) in real_pairs])
+            if KEY_TYPE_FIDELITY in names and len(types) >= 2:
+                loo = nearest_types(real_f, real_f, types, leave_one_out=True)
+                for rec, t in zip(records, loo, strict=True):
+                    rec[KEY_TYPE_FIDELITY] = float(t == rec["defect"])
+            type_array = np.array(types)
+            few_f = {d: self.features.features([i for i, _ in fewshot[d]]) for d in held}
+            for defect in held:
+                mine_real = real_f[type_array == defect]
+                if KEY_NN_DISTANCE in names:
+                    dists = (
+                        nn_distances(mine_real, mine_real, leave_one_out=True)
+                        if len(mine_real) > 1
+                        else [math.nan]
+                    )
+                    for i, dist in zip(np.flatnonzero(type_array == defect), dists, strict=False):
+                        records[i][KEY_NN_DISTANCE] = float(dist)
+                if KEY_KID_EFFNET in names or KEY_FID_EFFNET in names:
+                    extra[defect].update(kid_fid(few_f[defect], mine_real, seed=seed))
+        inception: dict[str, np.ndarray] = {}
+        for defect in held:
+            if self.lpips is not None:
+                extra[defect][KEY_IC_LPIPS_ANOMALY] = self.ic_lpips_a(
+                    held[defect], fewshot[defect], (seed, category, defect)
+                )
+            if self.inception is not None:
+                inception[defect] = self.inception.features([i for i, _ in held[defect]])
+                extra[defect][KEY_KID_O2MAG] = kid_o2mag(
+                    self.inception.features([i for i, _ in fewshot[defect]]), inception[defect], seed
+                )
+        for rec in records:
+            for m in PER_PAIR_METRICS:
+                rec.setdefault(m, math.nan)
+        return _Reference(types, real_f, inception, records, extra)
 
 
 def _score_category(
@@ -226,36 +397,23 @@ def _score_category(
         for e in entries
     ]
     entries = [e for d in generated for e in generated[d]]
-    real_pairs = [(d, p) for d in sorted(held) for p in held[d]]
-    reference_records = [{"defect": d} for d, _ in real_pairs]
     type_extra: dict[str, dict[str, float]] = {d: {} for d in generated}
-    ref_extra: dict[str, dict[str, float]] = {d: {} for d in held}
 
+    detector = None
     if KEY_MASK_ADHERENCE in names or KEY_MASK_ADHERENCE_AP in names:
-        train_good = [split.absolute(p) for p in split.train_good]
-        detector = CategoryDetector(scorers.detector, category, train_good, scorers.cache_dir, seed=seed)
-        for rec, score in zip(
-            records, detector.score_pairs([e.image for e in entries], [e.mask for e in entries]), strict=True
-        ):
+        detector = scorers.category_detector(category, [split.absolute(p) for p in split.train_good])
+        scores = detector.score_pairs([e.image for e in entries], [e.mask for e in entries])
+        for rec, score in zip(records, scores, strict=True):
             rec.update(score)
-        real_scores = detector.score_pairs([i for _, (i, _) in real_pairs], [m for _, (_, m) in real_pairs])
-        for rec, score in zip(reference_records, real_scores, strict=True):
-            rec.update(score)
+    reference = scorers.reference(category, held, fewshot, detector)
 
     if scorers.features is not None:
-        gen_f = scorers.features.features([e.image for e in entries])
-        real_f = scorers.features.features([i for _, (i, _) in real_pairs])
-        real_types = [d for d, _ in real_pairs]
+        assert reference.features is not None
+        gen_f, real_f = scorers.features.features([e.image for e in entries]), reference.features
         if KEY_TYPE_FIDELITY in names:
-            for rec, t in zip(records, nearest_types(gen_f, real_f, real_types), strict=True):
+            for rec, t in zip(records, nearest_types(gen_f, real_f, reference.types), strict=True):
                 rec[KEY_NEAREST_TYPE], rec[KEY_TYPE_FIDELITY] = t, float(t == rec["defect"])
-            if len(real_types) >= 2:
-                loo = nearest_types(real_f, real_f, real_types, leave_one_out=True)
-                for rec, t in zip(reference_records, loo, strict=True):
-                    rec[KEY_TYPE_FIDELITY] = float(t == rec["defect"])
-        types = np.array(real_types)
-        gen_types = np.array([r["defect"] for r in records])
-        few_f = {d: scorers.features.features([i for i, _ in fewshot[d]]) for d in held}
+        types, gen_types = np.array(reference.types), np.array([r["defect"] for r in records])
         for defect in held:
             mine_real, mine_gen = real_f[types == defect], gen_f[gen_types == defect]
             if KEY_NN_DISTANCE in names:
@@ -263,45 +421,26 @@ def _score_category(
                     np.flatnonzero(gen_types == defect), nn_distances(mine_gen, mine_real), strict=True
                 ):
                     records[i][KEY_NN_DISTANCE] = float(dist)
-                loo = (
-                    nn_distances(mine_real, mine_real, leave_one_out=True)
-                    if len(mine_real) > 1
-                    else [math.nan]
-                )
-                for i, dist in zip(np.flatnonzero(types == defect), loo, strict=False):
-                    reference_records[i][KEY_NN_DISTANCE] = float(dist)
-            if KEY_KID_EFFNET in names or KEY_FID_EFFNET in names:
-                if defect in type_extra:
-                    type_extra[defect].update(kid_fid(mine_gen, mine_real, seed=seed))
-                ref_extra[defect].update(kid_fid(few_f[defect], mine_real, seed=seed))
+            if (KEY_KID_EFFNET in names or KEY_FID_EFFNET in names) and defect in type_extra:
+                type_extra[defect].update(kid_fid(mine_gen, mine_real, seed=seed))
 
     for defect in held:
-        rng_args = (seed, category, defect)
+        if defect not in generated:
+            continue
         if scorers.lpips is not None:
-            gen_pairs = [(e.image, e.mask) for e in generated.get(defect, [])]
-            if gen_pairs:
-                type_extra[defect][KEY_IC_LPIPS_ANOMALY] = ic_lpips_anomaly_type(
-                    gen_pairs, fewshot[defect], scorers.lpips, scorers.max_per_cluster, type_rng(*rng_args)
-                )
-            ref_extra[defect][KEY_IC_LPIPS_ANOMALY] = ic_lpips_anomaly_type(
-                held[defect], fewshot[defect], scorers.lpips, scorers.max_per_cluster, type_rng(*rng_args)
+            type_extra[defect][KEY_IC_LPIPS_ANOMALY] = scorers.ic_lpips_a(
+                [(e.image, e.mask) for e in generated[defect]], fewshot[defect], (seed, category, defect)
             )
         if scorers.inception is not None:
-            real_images = [i for i, _ in held[defect]]
-            if defect in generated:
-                type_extra[defect][KEY_KID_O2MAG] = kid_o2mag(
-                    [e.image for e in generated[defect]], real_images, scorers.inception, seed
-                )
-            ref_extra[defect][KEY_KID_O2MAG] = kid_o2mag(
-                [i for i, _ in fewshot[defect]], real_images, scorers.inception, seed
+            type_extra[defect][KEY_KID_O2MAG] = kid_o2mag(
+                scorers.inception.features([e.image for e in generated[defect]]),
+                reference.inception[defect],
+                seed,
             )
-    for rec in reference_records:
-        for m in PER_PAIR_METRICS:
-            rec.setdefault(m, math.nan)
     return (
         records,
         _type_rows(records, names, type_extra),
-        _type_rows(reference_records, names, ref_extra, "n_real"),
+        _type_rows(reference.records, names, reference.extra, "n_real"),
     )
 
 
