@@ -66,7 +66,13 @@ VARIANTS: dict[str, dict[str, object] | None] = {  # name: segmenter.* fields (N
     "ckpt+accum2+eval8": {"gradient_checkpointing": True, "grad_accum": 2, "eval_batch_size": 8},
     "ckpt+channels-last+accum2": {"gradient_checkpointing": True, "channels_last": True, "grad_accum": 2},
     "ckpt+accum4": {"gradient_checkpointing": True, "grad_accum": 4},
-    "ckpt+channels-last+accum4": {"gradient_checkpointing": True, "channels_last": True, "grad_accum": 4},
+    "ckpt+accum4+eval4": {"gradient_checkpointing": True, "grad_accum": 4, "eval_batch_size": 4},
+    "ckpt+channels-last+accum4+eval4": {
+        "gradient_checkpointing": True,
+        "channels_last": True,
+        "grad_accum": 4,
+        "eval_batch_size": 4,
+    },
 }
 
 
