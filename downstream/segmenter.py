@@ -5,6 +5,11 @@ DualAnoDiff's evaluation code): six encoder blocks (widths b, 2b, 4b, 8b, 8b, 8b
 conv-BN-ReLU each, max-pooling between), a mirrored decoder with bilinear upsampling and skip
 connections, and a 3x3 output conv. ``base_width`` b is 64 in the paper protocol.
 
+``gradient_checkpointing`` keeps only each conv-BN-ReLU unit's input during the forward pass and
+recomputes the unit in the backward pass (``torch.utils.checkpoint``, non-reentrant): the outputs and
+gradients are the same, the BatchNorm running statistics are updated once (the recomputation
+restores them), at the cost of a second forward pass.
+
 Example:
     >>> import torch
     >>> from anobench.downstream.segmenter import DiscriminativeUNet
@@ -15,9 +20,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -43,8 +53,15 @@ def _up_conv(c_in: int, c_out: int) -> nn.Sequential:
 class DiscriminativeUNet(nn.Module):
     """DRAEM's discriminative sub-network; input sides must be multiples of 32."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 2, base_width: int = 64) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 2,
+        base_width: int = 64,
+        gradient_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         b = base_width
         widths = [b, 2 * b, 4 * b, 8 * b, 8 * b, 8 * b]
         self.encoder = nn.ModuleList()
@@ -62,14 +79,51 @@ class DiscriminativeUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (B, 2, H, W): channel 1 is "anomalous"."""
+        run = _checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else _plain
         skips = []
         for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            x = run(block, x, pool=i > 0)
             skips.append(x)
         x = skips.pop()
         for up, block in zip(self.ups, self.blocks, strict=True):
-            x = block(torch.cat([up(x), skips.pop()], dim=1))
+            x = run(block, run(up, x), skips.pop())
         return self.head(x)
+
+
+def _plain(
+    block: nn.Module, x: torch.Tensor, skip: torch.Tensor | None = None, pool: bool = False
+) -> torch.Tensor:
+    """``block`` on ``x`` (max-pooled first with ``pool``; concatenated with ``skip`` when given)."""
+    x = F.max_pool2d(x, 2) if pool else x
+    return block(x if skip is None else torch.cat([x, skip], dim=1))
+
+
+def _checkpointed(
+    block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor | None = None, pool: bool = False
+) -> torch.Tensor:
+    """:func:`_plain` with one checkpoint per conv-BN-ReLU unit (an upsampling rides with the first)."""
+    first = len(block) % 3 + 3
+    units = [block[:first], *(block[i : i + 3] for i in range(first, len(block), 3))]
+    for k, unit in enumerate(units):
+        extra = (skip, pool) if k == 0 else (None, False)
+        x = checkpoint(_plain, unit, x, *extra, use_reentrant=False, context_fn=partial(_contexts, unit))
+    return x
+
+
+def _contexts(unit: nn.Module) -> tuple[AbstractContextManager, AbstractContextManager]:
+    """Checkpoint contexts: the forward runs as is, the recomputation restores the BatchNorm buffers."""
+    return nullcontext(), _restored_buffers(unit)
+
+
+@contextmanager
+def _restored_buffers(module: nn.Module) -> Iterator[None]:
+    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -60,6 +60,8 @@ class Segmenter:
     Config: ClassVar[type] = NoOptions
     #: Smallest training batch the network accepts (BatchNorm on a 1x1 pooled map needs 2).
     min_batch: ClassVar[int] = 1
+    #: Whether :meth:`build` honours ``segmenter.gradient_checkpointing``.
+    gradient_checkpointing: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.config = self.Config(**options)
@@ -98,9 +100,13 @@ def create_segmenter(name: str, **options: Any) -> Segmenter:
 class DraemUNet(Segmenter):
     """DRAEM's discriminative U-Net trained from scratch (the paper protocol)."""
 
+    gradient_checkpointing = True
+
     def build(self, protocol: SegmenterConfig) -> nn.Module:
         """``DiscriminativeUNet`` of width ``protocol.base_width``."""
-        return DiscriminativeUNet(base_width=protocol.base_width)
+        return DiscriminativeUNet(
+            base_width=protocol.base_width, gradient_checkpointing=protocol.gradient_checkpointing
+        )
 
 
 class Normalized(nn.Module):

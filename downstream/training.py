@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ class SegmenterConfig:
     selection: str = "last-epoch"
     eval_batch_size: int = 16
     device: str = "auto"
+    # memory and speed knobs (see the README's performance notes)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: same results
+    grad_accum: int = 1  # micro-batches per optimisation step (BatchNorm then sees micro-batches)
+    channels_last: bool = False  # NHWC tensors: faster convolutions on CPU, float rounding differs
 
     def __post_init__(self) -> None:
         self.lr_milestones = tuple(self.lr_milestones)
@@ -75,6 +80,7 @@ class SegmenterConfig:
             "samples_per_epoch",
             "batch_size",
             "eval_batch_size",
+            "grad_accum",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -102,6 +108,24 @@ class SegmenterConfig:
             )
         if not 0.0 < self.val_fraction < 1.0:
             raise DownstreamInputError(f"segmenter.val_fraction={self.val_fraction}: must be in (0, 1)")
+        if self.grad_accum > self.batch_size:
+            raise DownstreamInputError(
+                f"segmenter.grad_accum={self.grad_accum}: must be at most "
+                f"segmenter.batch_size={self.batch_size}"
+            )
+
+    def hash_fields(self) -> dict[str, object]:
+        """The fields that decide the results, for job keys.
+
+        ``gradient_checkpointing`` (same results) is left out, ``grad_accum`` and ``channels_last``
+        when at their defaults, so job keys made before these knobs existed stay valid.
+        """
+        fields = dataclasses.asdict(self)
+        del fields["gradient_checkpointing"]
+        for name, default in (("grad_accum", 1), ("channels_last", False)):
+            if fields[name] == default:
+                del fields[name]
+        return fields
 
     @property
     def generated_fraction(self) -> float:
@@ -266,6 +290,8 @@ def train_segmenter(
     device = resolve_device(config.device)
     pool = TrainingPool(normal_images, generated, config.image_size, real_anomalies)
     model = segmenter.build(config).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     milestones = [int(config.epochs * m) for m in config.lr_milestones]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
@@ -277,11 +303,7 @@ def train_segmenter(
         for step in range(steps):
             n = min(config.batch_size, config.samples_per_epoch - step * config.batch_size)
             images, masks = pool.draw(n, config.normal_fraction, rng, config.real_fraction, config.augment)
-            loss = segmenter.loss(model, images.to(device), masks.to(device), config.focal_gamma)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            epoch_loss += loss.item()
+            epoch_loss += train_step(model, segmenter, optimizer, images, masks, config)
         scheduler.step()
         bar.set_postfix(loss=f"{epoch_loss / steps:.4f}")
         if on_epoch_end is not None:
@@ -289,14 +311,51 @@ def train_segmenter(
     return model.eval()
 
 
+def train_step(
+    model: nn.Module,
+    segmenter: Segmenter,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    config: SegmenterConfig,
+) -> float:
+    """One optimisation step on a batch (CPU tensors); returns the batch's mean loss.
+
+    The forward and backward passes run in ``config.grad_accum`` micro-batches (``tensor_split``),
+    each loss weighted by its share of the batch: the loss is a mean over the samples, so the
+    accumulated gradient is the whole batch's, up to float rounding, for a network without batch
+    statistics (BatchNorm normalises each micro-batch by its own statistics).
+    """
+    device = next(model.parameters()).device
+    optimizer.zero_grad(set_to_none=True)
+    parts = min(config.grad_accum, len(images))
+    total = 0.0
+    for part_images, part_masks in zip(images.tensor_split(parts), masks.tensor_split(parts), strict=True):
+        part_images = part_images.to(device)
+        if config.channels_last:
+            part_images = part_images.contiguous(memory_format=torch.channels_last)
+        loss = segmenter.loss(model, part_images, part_masks.to(device), config.focal_gamma)
+        share = len(part_images) / len(images)
+        (loss if parts == 1 else loss * share).backward()
+        total += loss.item() * share
+    optimizer.step()
+    return total
+
+
 def _check_batches(config: SegmenterConfig, segmenter: Segmenter) -> None:
-    """Every training batch (the last one of an epoch included) must fit the network."""
-    last = config.samples_per_epoch % config.batch_size or config.batch_size
-    if min(config.batch_size, last) < segmenter.min_batch:
+    """Every training micro-batch (of the last batch of an epoch too) must fit the network."""
+    if config.gradient_checkpointing and not segmenter.gradient_checkpointing:
+        raise DownstreamInputError(
+            f"segmenter.gradient_checkpointing=true: segmenter {segmenter.name!r} does not support it "
+            "(draem-unet does); set it to false"
+        )
+    last = min(config.batch_size, config.samples_per_epoch % config.batch_size or config.batch_size)
+    smallest = last // min(config.grad_accum, last)  # train_step's smallest micro-batch
+    if smallest < segmenter.min_batch:
         raise DownstreamInputError(
             f"segmenter {segmenter.name!r} trains on batches of at least {segmenter.min_batch}; "
             f"segmenter.batch_size={config.batch_size} with samples_per_epoch={config.samples_per_epoch} "
-            f"gives a batch of {min(config.batch_size, last)}"
+            f"and grad_accum={config.grad_accum} gives a batch of {smallest}"
         )
 
 

@@ -26,7 +26,7 @@ def test_overrides_are_typed():
     [
         ("segmenter.epoch=3", "unknown config key segmenter.epoch"),
         ("colour=red", "unknown config key colour"),
-        ("segmenter.epoch=3", "known keys under segmenter: augment, base_width, batch_size, device, epochs"),
+        ("segmenter.epoch=3", "known keys under segmenter: augment, base_width, batch_size, channels_last"),
         ("evaluation.detectors=[{name: padim, size: 3}]", "unknown config key evaluation.detectors[0].size"),
         ("segmenter.epochs=many", "segmenter.epochs: Input should be a valid integer (got 'many')"),
         ("segmenter.epochs=true", "segmenter.epochs: Input should be a valid integer (got True)"),

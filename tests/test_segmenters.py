@@ -173,3 +173,20 @@ def test_draem_e2e_reconstructs_only_normal_pixels_in_its_loss():
     loss = segmenter.loss(model, torch.rand(2, 3, 32, 32), torch.zeros(2, 32, 32), 2.0)
     loss.backward()
     assert all(p.grad is not None for p in model.reconstructive.parameters())
+
+
+def test_downstream_preset_has_a_pretrained_encoder_row_and_its_own_cost(tmp_path, nut_root, capsys):
+    from anobench.benchmarks.cli import main
+    from anobench.benchmarks.runner.plan import job_seconds, load_costs
+
+    config = load_config("downstream")
+    assert config.downstream.segmenters == ["draem-unet", "smp-unet"]
+    assert create_segmenter("smp-unet").weights() == "offline-imagenet-efficientnet-lite0"
+    args = ["--dataset", str(nut_root), "--out", str(tmp_path / "run"), "--set", "data.categories=null"]
+    assert main(["run", "downstream", *args, "--plan"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.split()}
+    # one category, 4 generated sets: one draem-unet and one smp-unet job each, costed apart
+    assert rows["downstream"][1] == "4" and rows["downstream:smp-unet"][1] == "4"
+    smp = job_seconds(load_costs()["stages"]["downstream:smp-unet"], config)
+    assert float(rows["downstream:smp-unet"][2]) == pytest.approx(smp, abs=0.1)
+    assert not (tmp_path / "run").exists()

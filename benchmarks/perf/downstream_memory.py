@@ -1,12 +1,15 @@
-"""Peak memory (max RSS) of the paper-size segmenter job, by part, one subprocess per variant.
+"""Peak memory (max RSS) and time per step of the paper-size segmenter job, per memory knob.
 
-    python -m anobench.benchmarks.perf.downstream_memory [--pairs 1500] [--steps 2]
+    python -m anobench.benchmarks.perf.downstream_memory [--pairs 1500] [--steps 2] [--only ckpt]
 
-Variants (256 px, width 64, batch 16, CPU): ``pool`` holds the training pool as
-:class:`~anobench.downstream.training.TrainingPool` does (uint8 images, bool masks: ``--pairs``
-generated pairs plus 200 normals) and draws batches; ``steps`` runs ``--steps`` training steps on
-random batches; ``job`` does both, as one segmenter job; ``job-batch8`` the same at batch 8. Peak
-RSS is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of each subprocess.
+Each variant runs in a fresh subprocess (256 px, width 64, batch 16, CPU): it holds the training pool
+as :class:`~anobench.downstream.training.TrainingPool` does (uint8 images, bool masks: ``--pairs``
+generated pairs of three defect types plus 200 normals), runs ``--steps`` training steps of
+:func:`~anobench.downstream.training.train_step` on batches drawn from it, then scores ``--test``
+images with :func:`~anobench.downstream.training.predict_tensor` (``eval_batch_size``), as one
+segmenter job does. ``pool`` holds the pool only. Peak RSS is
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the subprocess; s/step is the fastest step (the
+first one allocates). The variants differ only in the ``segmenter.*`` fields they set.
 """
 
 from __future__ import annotations
@@ -17,49 +20,71 @@ import subprocess
 import sys
 
 WORK = """
-import json, resource, numpy as np, torch
-from anobench.downstream.segmenter import DiscriminativeUNet, focal_loss
-from anobench.downstream.training import TrainingPool
-size, width, batch, pairs, steps, pool_on, steps_on = {args}
+import json, resource, time, numpy as np, torch
+from anobench.downstream.segmenters import create_segmenter
+from anobench.downstream.training import PairSet, SegmenterConfig, TrainingPool, predict_tensor, train_step
+size, width, pairs, steps, n_test, fields = {args}
+config = SegmenterConfig(image_size=size, base_width=width, device="cpu", **(fields or {{}}))
+pool = TrainingPool.__new__(TrainingPool)  # the pool's tensors without writing image files
+pool.normals = torch.randint(0, 256, (200, 3, size, size), dtype=torch.uint8)
+pool.generated, pool.real = PairSet.__new__(PairSet), PairSet.__new__(PairSet)
+pool.real.defects, pool.generated.defects = [], ["a", "b", "c"]
+shape = (pairs // 3, 3, size, size)
+pool.generated.images = {{d: torch.randint(0, 256, shape, dtype=torch.uint8) for d in "abc"}}
+mask_shape = (pairs // 3, size, size)
+pool.generated.masks = {{d: torch.randint(0, 10, mask_shape, dtype=torch.uint8) == 0 for d in "abc"}}
+pool.defects = pool.generated.defects
 rng = np.random.default_rng(0)
-images, masks = None, None
-if pool_on:
-    pool = TrainingPool.__new__(TrainingPool)  # the pool's tensors without writing image files
-    pool.normals = torch.randint(0, 256, (200, 3, size, size), dtype=torch.uint8)
-    pool.defects = ["a", "b", "c"]
-    shape = (pairs // 3, 3, size, size)
-    pool.images = {{d: torch.randint(0, 256, shape, dtype=torch.uint8) for d in pool.defects}}
-    pool.masks = {{d: torch.rand(pairs // 3, size, size) > 0.9 for d in pool.defects}}
-    images, masks = pool.draw(batch, 0.5, rng)
-if steps_on:
-    model = DiscriminativeUNet(base_width=width)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+times = []
+if fields is not None:
+    segmenter = create_segmenter("draem-unet")
+    torch.manual_seed(0)
+    model = segmenter.build(config)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model.train()
     for _ in range(steps):
-        if pool_on:
-            images, masks = pool.draw(batch, 0.5, rng)
-        else:
-            images, masks = torch.rand(batch, 3, size, size), (torch.rand(batch, size, size) > 0.9).float()
-        loss = focal_loss(model(images), masks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        images, masks = pool.draw(config.batch_size, config.normal_fraction, rng)
+        t0 = time.perf_counter()
+        train_step(model, segmenter, optimizer, images, masks, config)
+        times.append(time.perf_counter() - t0)
+    test = torch.randint(0, 256, (n_test, 3, size, size), dtype=torch.uint8)
+    predict_tensor(model, test, config.eval_batch_size, config.pool_kernel)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"peak_mb": peak, "s_per_step": min(times) if times else None}}))
 """
 
-VARIANTS = {  # name: (batch, pool, steps)
-    "pool": (16, True, False),
-    "steps": (16, False, True),
-    "job": (16, True, True),
-    "job-batch8": (8, True, True),
+VARIANTS: dict[str, dict[str, object] | None] = {  # name: segmenter.* fields (None: the pool alone)
+    "pool": None,
+    "base": {},
+    "ckpt": {"gradient_checkpointing": True},
+    "channels-last": {"channels_last": True},
+    "ckpt+channels-last": {"gradient_checkpointing": True, "channels_last": True},
+    "accum2": {"grad_accum": 2},
+    "ckpt+accum2": {"gradient_checkpointing": True, "grad_accum": 2},
+    "ckpt+accum2+eval8": {"gradient_checkpointing": True, "grad_accum": 2, "eval_batch_size": 8},
+    "ckpt+channels-last+accum2": {"gradient_checkpointing": True, "channels_last": True, "grad_accum": 2},
+    "ckpt+accum4": {"gradient_checkpointing": True, "grad_accum": 4},
+    "ckpt+accum4+eval4": {"gradient_checkpointing": True, "grad_accum": 4, "eval_batch_size": 4},
+    "ckpt+channels-last+accum4+eval4": {
+        "gradient_checkpointing": True,
+        "channels_last": True,
+        "grad_accum": 4,
+        "eval_batch_size": 4,
+    },
 }
 
 
-def peak_mb(size: int, width: int, batch: int, pairs: int, steps: int, pool: bool, train: bool) -> float:
-    """Max RSS in MB of one subprocess running the variant."""
-    args = (size, width, batch, pairs, steps, pool, train)
-    code = WORK.format(args=repr(args))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+def measure(
+    size: int, width: int, pairs: int, steps: int, n_test: int, fields: dict[str, object] | None
+) -> dict[str, float | None]:
+    """Peak RSS (MB) and fastest step (s) of one subprocess running the variant."""
+    code = WORK.format(args=repr((size, width, pairs, steps, n_test, fields)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"variant {fields} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -68,15 +93,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--pairs", type=int, default=1500)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--test", type=int, default=150, help="test images scored after training")
     parser.add_argument("--only", choices=sorted(VARIANTS), action="append")
     args = parser.parse_args()
+    print(f"{args.size} px, width {args.width}, batch 16, {args.pairs} pairs + 200 normals, {args.test} test")
+    print(f"{'variant':20s} {'peak RSS MB':>12s} {'s/step':>8s}")
     for name in args.only or VARIANTS:
-        batch, pool, train = VARIANTS[name]
-        mb = peak_mb(args.size, args.width, batch, args.pairs, args.steps, pool, train)
-        print(
-            f"{name:10s} {args.size}px width {args.width} batch {batch} pairs {args.pairs if pool else 0}: "
-            f"peak RSS {mb:7.0f} MB"
-        )
+        result = measure(args.size, args.width, args.pairs, args.steps, args.test, VARIANTS[name])
+        seconds = result["s_per_step"]
+        shown = f"{seconds:8.2f}" if seconds is not None else f"{'-':>8s}"
+        print(f"{name:20s} {result['peak_mb']:12.0f} {shown}", flush=True)
 
 
 if __name__ == "__main__":

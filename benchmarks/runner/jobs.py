@@ -124,7 +124,7 @@ def downstream_hash(config: RunConfig, gen_hash: str, segmenter: str) -> str:
     return config_hash(
         {
             "generation": gen_hash,
-            "segmenter": dataclasses.asdict(config.segmenter),
+            "segmenter": config.segmenter.hash_fields(),
             "model": {"name": segmenter, **dataclasses.asdict(model.config)},
             "pixel_f1": config.evaluation.pixel_f1,
         }

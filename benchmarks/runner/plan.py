@@ -1,7 +1,8 @@
 """What a run will cost, before it runs: jobs per stage, estimated CPU time and peak memory.
 
 The estimate reads ``benchmarks/perf/costs.json``: measured seconds per job for each stage (the
-``generate`` stage per generator where one dominates, e.g. ``generate:dualanodiff``), at the
+``generate`` stage per generator where one dominates, e.g. ``generate:dualanodiff``, the
+``downstream`` stage per segmenter other than ``draem-unet``, e.g. ``downstream:smp-unet``), at the
 settings named under ``reference``; a run with other settings scales the seconds by
 ``(value / reference) ** exponent`` for each listed field (e.g. the segmenter's image size
 squared). Peak memory is the recorded value where one was measured, at the reference settings
@@ -48,12 +49,12 @@ def job_seconds(entry: dict[str, Any], config: RunConfig) -> float:
 
 
 def plan_rows(jobs: list[Job], config: RunConfig, costs: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage (``generate`` split by costed generator): jobs, seconds per job, total, peak MB."""
+    """One row per stage (split by costed generator or segmenter): jobs, seconds per job, total, peak MB."""
     stages = costs["stages"]
     counts: Counter[str] = Counter()
     for job in jobs:
-        specific = f"{job.key.stage}:{job.key.generator}"
-        counts[specific if specific in stages else job.key.stage] += 1
+        specific = [f"{job.key.stage}:{job.key.generator}", f"{job.key.stage}:{job.key.segmenter}"]
+        counts[next((name for name in specific if name in stages), job.key.stage)] += 1
     rows = []
     for name, n in counts.items():
         entry = stages.get(name)
