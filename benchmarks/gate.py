@@ -164,6 +164,14 @@ def compare(run_dir: str | Path, baseline_path: str | Path, run_config: str | No
     ]
 
 
+def not_in_baseline(
+    run_dir: str | Path, baseline_path: str | Path, run_config: str | None = None
+) -> list[str]:
+    """Gated metrics of the run that the baseline lacks: not checked until the baseline is rewritten."""
+    known = load_baseline(baseline_path)["metrics"]
+    return sorted(k for k in run_metrics(run_dir, run_config) if k not in known and metric(k).gated)
+
+
 def check_tolerances(tolerances: dict[str, float], noise_factor: float = NOISE_FACTOR) -> None:
     """Tolerances must be >= 0 and the noise factor > 0 (a negative tolerance fails every metric)."""
     problems = [f"--tolerance {k}={v}: must be >= 0" for k, v in tolerances.items() if not v >= 0]

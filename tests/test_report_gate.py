@@ -117,6 +117,18 @@ def test_gate_passes_within_tolerance_and_fails_on_regression(run_dir, tmp_path,
     assert "pixel_auroc" not in out.split("regression:")[1]
 
 
+def test_gate_names_run_metrics_the_baseline_lacks(run_dir, tmp_path, capsys):
+    baseline = tmp_path / "baseline.json"
+    assert main(["check", str(run_dir), "--write-baseline", str(baseline)]) == 0
+    payload = json.loads(baseline.read_text())
+    del payload["metrics"]["downstream/a/nut/image_auroc"]  # e.g. a metric added after calibration
+    baseline.write_text(json.dumps(payload))
+    capsys.readouterr()
+    assert main(["check", str(run_dir), "--baseline", str(baseline)]) == 0
+    err = capsys.readouterr().err
+    assert "not in the baseline" in err and "downstream/a/nut/image_auroc" in err
+
+
 def test_gate_compares_the_average_over_categories(run_dir, tmp_path, capsys):
     baseline = tmp_path / "baseline.json"
     assert main(["check", str(run_dir), "--write-baseline", str(baseline)]) == 0

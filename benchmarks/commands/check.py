@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from anobench.benchmarks.errors import UserError
-from anobench.benchmarks.gate import NOISE_FACTOR, GateRow, check_tolerances, compare, write_baseline
+from anobench.benchmarks.gate import (
+    NOISE_FACTOR,
+    GateRow,
+    check_tolerances,
+    compare,
+    not_in_baseline,
+    write_baseline,
+)
 from anobench.benchmarks.metrics.catalogue import metric
 from anobench.benchmarks.report.collect import RUN_CONFIG_HELP, select_run
 from anobench.benchmarks.tables import format_table
@@ -90,4 +98,11 @@ def run(args: argparse.Namespace) -> int:
             else f"{r.value:.4f} vs {r.baseline:.4f} (tol {r.tolerance})"
         )
         print(f"regression: {r.key}: {what}")
+    unchecked = not_in_baseline(args.run_dir[0], args.baseline, args.run_config)
+    if unchecked:
+        print(
+            f"note: {len(unchecked)} gated metric(s) of the run are not in the baseline and were not "
+            f"checked (e.g. {unchecked[0]}); calibrate a new baseline with --write-baseline to gate them",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
