@@ -149,27 +149,25 @@ def load_baseline(path: str | Path) -> dict:
     return payload
 
 
-def compare(run_dir: str | Path, baseline_path: str | Path, run_config: str | None = None) -> list[GateRow]:
-    """One row per gated baseline metric (descriptive ones in a baseline are left out).
+def compare(
+    run_dir: str | Path, baseline_path: str | Path, run_config: str | None = None
+) -> tuple[list[GateRow], list[str]]:
+    """One row per gated baseline metric, and the gated run metrics the baseline lacks.
 
-    ``run_config``: as in :func:`run_metrics`.
+    Descriptive metrics in a baseline are left out; the run metrics the baseline lacks (added after
+    the calibration) are not checked until the baseline is rewritten. ``run_config``: as in
+    :func:`run_metrics`.
     """
     baseline = load_baseline(baseline_path)
     tolerances = {**DEFAULT_TOLERANCES, **baseline.get("tolerances", {})}
     values = run_metrics(run_dir, run_config)
-    return [
+    rows = [
         GateRow(key, float(reference), values.get(key), tolerance_for(tolerances, key))
         for key, reference in sorted(baseline["metrics"].items())
         if metric(key).gated
     ]
-
-
-def not_in_baseline(
-    run_dir: str | Path, baseline_path: str | Path, run_config: str | None = None
-) -> list[str]:
-    """Gated metrics of the run that the baseline lacks: not checked until the baseline is rewritten."""
-    known = load_baseline(baseline_path)["metrics"]
-    return sorted(k for k in run_metrics(run_dir, run_config) if k not in known and metric(k).gated)
+    unchecked = sorted(k for k in values if k not in baseline["metrics"] and metric(k).gated)
+    return rows, unchecked
 
 
 def check_tolerances(tolerances: dict[str, float], noise_factor: float = NOISE_FACTOR) -> None:

@@ -195,9 +195,9 @@ def test_gate_takes_the_better_direction_from_the_catalogue(tmp_path):
     gated = {f"{s}/g/nut/{k}" for s, k in _cells(0.0) if metric(k).gated}
     # 0.1 worse than the baseline (tolerance 0.05) in each metric's own direction: every gated one fails,
     # `kid` and `fid` by rising; the descriptive ones (moved by 0.3) are not compared at all.
-    worse = compare(_run_of(_cells(-0.1), tmp_path / "worse"), baseline)
+    worse, _ = compare(_run_of(_cells(-0.1), tmp_path / "worse"), baseline)
     assert {r.key for r in worse} == gated and not any(r.passed for r in worse)
-    better = compare(_run_of(_cells(0.1), tmp_path / "better"), baseline)
+    better, _ = compare(_run_of(_cells(0.1), tmp_path / "better"), baseline)
     assert {r.key for r in better} == gated and all(r.passed for r in better)
     assert next(r for r in worse if r.key.endswith("/kid")).delta == pytest.approx(0.1)  # kid rose
 

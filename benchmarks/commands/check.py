@@ -13,7 +13,6 @@ from anobench.benchmarks.gate import (
     GateRow,
     check_tolerances,
     compare,
-    not_in_baseline,
     write_baseline,
 )
 from anobench.benchmarks.metrics.catalogue import metric
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     selection = select_run(args.run_dir[0], args.run_config)
     if not args.json:
         print(f"check: {selection.describe()}")
-    rows = compare(args.run_dir[0], args.baseline, args.run_config)
+    rows, unchecked = compare(args.run_dir[0], args.baseline, args.run_config)
     failed = [r for r in rows if not r.passed]
     if args.json:
         payload = [{**r.__dict__, "better": metric(r.key).direction, "passed": r.passed} for r in rows]
@@ -98,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
             else f"{r.value:.4f} vs {r.baseline:.4f} (tol {r.tolerance})"
         )
         print(f"regression: {r.key}: {what}")
-    unchecked = not_in_baseline(args.run_dir[0], args.baseline, args.run_config)
     if unchecked:
         print(
             f"note: {len(unchecked)} gated metric(s) of the run are not in the baseline and were not "
