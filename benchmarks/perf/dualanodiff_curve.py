@@ -11,7 +11,7 @@ image / pixel AUROC. The ``real-fewshot`` row is the target the issue sets.
 Run (about 5-10 minutes per setting on 2 cores; the first setting per base also trains the base)::
 
     python -m anobench.benchmarks.perf.dualanodiff_curve --base-steps 300 800 --dual-steps 35 200
-    python -m anobench.benchmarks.perf.dualanodiff_curve --base-steps 300 --dual-steps 100 --seeds 0 1 2 --json
+    python -m anobench.benchmarks.perf.dualanodiff_curve --base-steps 300 --dual-steps 100 --seeds 0 1 2
 
 Settings from ``--set KEY=VALUE`` apply to every run (e.g. ``--set data.categories=[nut]``).
 """
