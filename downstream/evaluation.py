@@ -105,10 +105,14 @@ class HeldOutSplit:
         out = {}
         for defect in sorted(set(self.defects) - {GOOD}):
             keep = (defects == defect) | (defects == GOOD)
-            metrics = segmentation_metrics(
-                maps[keep], self.masks[keep], scores[keep], labels=labels[keep], pixels=pixels.restrict(keep)
+            out[defect] = segmentation_metrics(
+                maps[keep],
+                self.masks[keep],
+                scores[keep],
+                labels=labels[keep],
+                pixels=pixels.restrict(keep),
+                keys=PER_DEFECT_KEYS,
             )
-            out[defect] = {key: metrics[key] for key in PER_DEFECT_KEYS}
         return out
 
 

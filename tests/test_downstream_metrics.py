@@ -163,7 +163,7 @@ def test_sampled_aupro_reproduces_the_reference_semantics_and_approximates_the_e
 @pytest.mark.parametrize("ties", [False, True])
 def test_per_defect_metrics_from_one_sort_equal_a_fresh_sort_per_subset(ties):
     # the one-sort path (SortedPixels.restrict) against sklearn and a fresh AU-PRO on each subset
-    from anobench.downstream.evaluation import GOOD, HeldOutSplit
+    from anobench.downstream.evaluation import GOOD, PER_DEFECT_KEYS, HeldOutSplit
 
     rng = np.random.default_rng(3)
     defects = [GOOD] * 6 + ["crack"] * 4 + ["hole"] * 5
@@ -194,6 +194,9 @@ def test_per_defect_metrics_from_one_sort_equal_a_fresh_sort_per_subset(ties):
         assert got[M.IMAGE_AUROC] == pytest.approx(
             roc_auc_score(keep[keep] & (np.array(defects)[keep] != GOOD), scores[keep])
         )
+        assert list(got) == list(PER_DEFECT_KEYS)  # only its keys are computed, equal to the full set's
+        full = M.segmentation_metrics(maps[keep], masks[keep], scores[keep], labels=split.labels[keep])
+        assert got == pytest.approx({key: full[key] for key in PER_DEFECT_KEYS}, abs=1e-12)  # PRO: tie order
     fpr, pro = pixels.pro_curve(M.AUPRO_FPR_LIMIT)
     full_fpr, full_pro = M.pro_curve(maps, masks)
     assert fpr[-2] <= M.AUPRO_FPR_LIMIT < fpr[-1]

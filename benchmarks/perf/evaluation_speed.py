@@ -2,12 +2,14 @@
 
     python -m anobench.benchmarks.perf.evaluation_speed [--sizes 256 512] [--n-good 40] [--repeats 3]
 
-``old`` is ``downstream/metrics.py`` as of ``--old-rev`` (read with ``git show``), which sorts
-the test pixels once per call (overall, once per defect, once more for the PRO curve of
-``scores.npz``); ``new`` sorts them once (``HeldOutSplit.sort_pixels``) and restricts the sorted
-pixels to each defect's subset. Both run interleaved in this process on the same random maps
-(rectangle defects, four defect types); the script checks the values agree and prints min/median
-seconds and the ratio. Run it from the repository (``git`` must find ``--old-rev``).
+``old`` is ``downstream/metrics.py`` as of ``--old-rev`` (read with ``git show``), which sorts the
+test pixels once per call (overall, once per defect, once more for the PRO curve of ``scores.npz``);
+``new`` sorts them once (``HeldOutSplit.sort_pixels``), restricts the sorted pixels to each defect's
+subset and computes only ``PER_DEFECT_KEYS`` there. Both write ``scores.npz`` with today's
+``save_scores`` (PRO curve thinned, a pixel sample), as a job does. Both run interleaved in this
+process on the same random maps (rectangle defects, four defect types); the script checks the values
+agree and prints min/median seconds and the ratio. Run it from the repository (``git`` must find
+``--old-rev``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from anobench.downstream.evaluation import GOOD, PER_DEFECT_KEYS, HeldOutSplit
-from anobench.downstream.metrics import AUPRO_FPR_LIMIT
+from anobench.downstream.protocol import save_scores
 
 DEFECTS = ("crack", "hole", "scratch", "stain")
 
@@ -56,10 +58,23 @@ def old_metrics_module(rev: str) -> ModuleType:
     return module
 
 
+class OldCurve:
+    """The old ``scores.npz`` curve: ``save_scores`` asks for it, the old code sorted the pixels again."""
+
+    def __init__(self, old: ModuleType, maps: np.ndarray, masks: np.ndarray) -> None:
+        self.old, self.maps, self.masks = old, maps, masks
+
+    def pro_curve(self, fpr_limit: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.old.pro_curve(self.maps, self.masks)  # the whole curve; save_scores keeps FPR <= limit
+
+
 def score_old(
     old: ModuleType, split: HeldOutSplit, maps: np.ndarray, scores: np.ndarray, out: Path
 ) -> tuple[dict, dict]:
-    """Before: every call sorts the pixels it scores (what ``HeldOutSplit`` and ``save_scores`` ran)."""
+    """Before: every call sorts the pixels it scores (what ``HeldOutSplit`` and ``save_scores`` ran).
+
+    The per-defect rows computed every metric and kept ``PER_DEFECT_KEYS``.
+    """
     labels, defects = split.labels, np.array(split.defects)
     overall = old.segmentation_metrics(maps, split.masks, scores, labels=labels)
     per_defect = {}
@@ -67,22 +82,16 @@ def score_old(
         keep = (defects == defect) | (defects == GOOD)
         metrics = old.segmentation_metrics(maps[keep], split.masks[keep], scores[keep], labels=labels[keep])
         per_defect[defect] = {key: metrics[key] for key in PER_DEFECT_KEYS}
-    fpr, pro = old.pro_curve(maps, split.masks)
-    np.savez_compressed(
-        out / "old.npz", pro_fpr=fpr[fpr <= AUPRO_FPR_LIMIT], pro_pro=pro[fpr <= AUPRO_FPR_LIMIT]
-    )
+    save_scores(out / "old.npz", split, maps, scores, pixels=OldCurve(old, maps, split.masks))
     return overall, per_defect
 
 
 def score_new(split: HeldOutSplit, maps: np.ndarray, scores: np.ndarray, out: Path) -> tuple[dict, dict]:
-    """After: one sort, restricted to each defect's subset."""
+    """After: one sort, restricted to each defect's subset; the per-defect rows compute only their keys."""
     pixels = split.sort_pixels(maps)
     overall = split.score(maps, scores, pixels=pixels)
     per_defect = split.score_per_defect(maps, scores, pixels)
-    fpr, pro = pixels.pro_curve()
-    np.savez_compressed(
-        out / "new.npz", pro_fpr=fpr[fpr <= AUPRO_FPR_LIMIT], pro_pro=pro[fpr <= AUPRO_FPR_LIMIT]
-    )
+    save_scores(out / "new.npz", split, maps, scores, pixels=pixels)
     return overall, per_defect
 
 
