@@ -246,15 +246,15 @@ class SortedPixels:
     def restrict(self, keep_images: np.ndarray) -> SortedPixels:
         """The same sorted pixels, of the images where ``keep_images`` (N,) is True (renumbered)."""
         keep_images = np.asarray(keep_images, dtype=bool)
-        keep = keep_images[self.images]
+        keep = np.flatnonzero(keep_images[self.images])  # positions: one pass, then cheap gathers
         kept_regions = keep_images[self.region_images]
         new_region = np.r_[0, np.cumsum(kept_regions)].astype(np.int32)
         new_image = (np.cumsum(keep_images) - 1).astype(np.int32)
         return SortedPixels(
-            self.scores[keep],
-            self.labels[keep],
-            new_region[self.regions[keep]],
-            new_image[self.images[keep]],
+            self.scores.take(keep),
+            self.labels.take(keep),
+            new_region.take(self.regions.take(keep)),
+            new_image.take(self.images.take(keep)),
             self.sizes[kept_regions],
             new_image[self.region_images[kept_regions]],
         )
