@@ -68,17 +68,14 @@ AUPRO_FPR_LIMIT = 0.3
 
 
 def descending_order(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices sorting ``scores`` (flattened) high to low, and the end of each group of equal scores.
-
-    Returns:
-        ``(order, ends)``: ``ends`` has one entry per distinct score, its last sorted position.
-    """
+    """Indices sorting ``scores`` (flattened) high to low, and the scores in that order."""
     scores = np.asarray(scores).ravel()
     order = np.argsort(scores)[::-1]
-    return order, _group_ends(scores[order])
+    return order, scores.take(order)
 
 
 def _group_ends(sorted_scores: np.ndarray) -> np.ndarray:
+    """The last sorted position of each group of equal scores (one entry per distinct score)."""
     return np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
 
 
@@ -95,9 +92,9 @@ def binary_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
     """
     scores = np.asarray(scores).ravel()
     labels = np.asarray(labels).ravel().astype(bool)
-    order, ends = descending_order(scores)
-    sorted_scores = scores[order]
-    tps_all = np.cumsum(labels[order], dtype=np.int64)
+    order, sorted_scores = descending_order(scores)
+    ends = _group_ends(sorted_scores)
+    tps_all = np.cumsum(labels.take(order), dtype=np.int64)
     tps = tps_all[ends]
     fps = ends + 1 - tps
     return tps, fps, sorted_scores[ends]
@@ -111,18 +108,23 @@ def _require_both_classes(tps: np.ndarray, fps: np.ndarray, what: str) -> None:
         )
 
 
+def _rates(counts: np.ndarray) -> np.ndarray:
+    """``[0, counts / counts[-1]]`` written in one pass (curves have a point per distinct score)."""
+    rates = np.empty(len(counts) + 1)
+    rates[0] = 0.0
+    np.divide(counts, counts[-1], out=rates[1:])
+    return rates
+
+
 def auroc_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
     """Area under the ROC curve given :func:`binary_curve` counts."""
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return float(np.trapezoid(tpr, fpr))
+    return float(np.trapezoid(_rates(tps), _rates(fps)))
 
 
 def ap_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
     """Average precision (sklearn's definition, no interpolation) given :func:`binary_curve` counts."""
     precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(np.sum(np.diff(_rates(tps)) * precision))
 
 
 def f1max_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
@@ -235,13 +237,13 @@ class SortedPixels:
         """Sort the pixels of ``maps`` (N, H, W) with their ``masks`` and 8-connected regions."""
         maps, masks = np.asarray(maps), np.asarray(masks).astype(bool)
         regions, sizes = label_regions(masks)
-        order, _ = descending_order(maps)
-        sorted_regions = regions.ravel()[order].astype(np.int32)
+        order, sorted_scores = descending_order(maps)
+        sorted_regions = regions.ravel().take(order).astype(np.int32)
         images = (order // max(1, maps[0].size)).astype(np.int32)
         anomalous = sorted_regions > 0
         region_images = np.zeros(len(sizes), dtype=np.int32)
         region_images[sorted_regions[anomalous] - 1] = images[anomalous]
-        return cls(maps.ravel()[order], anomalous, sorted_regions, images, sizes, region_images)
+        return cls(sorted_scores, anomalous, sorted_regions, images, sizes, region_images)
 
     def restrict(self, keep_images: np.ndarray) -> SortedPixels:
         """The same sorted pixels, of the images where ``keep_images`` (N,) is True (renumbered)."""
