@@ -254,3 +254,28 @@ def test_unknown_or_missing_released_keys_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
     assert main(["dualanodiff", "convert", str(tmp_path / "junk.bin"), str(tmp_path / "o.safetensors")]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_dual_step_matches_eager_without_graph_breaks():
+    """``torch.compile(fullgraph=True)`` traces the BCM write and read passes (no Python state in the
+    processors), gives eager's gradients, and a second step reuses the graphs (no recompilation)."""
+    from torch._dynamo.utils import counters
+
+    model, _, _ = golden_model(True)
+    model.train()
+    eager = _grads(model, bcm=True, checkpointing=False)
+    torch._dynamo.reset()
+    model.unet = torch.compile(model.unet, fullgraph=True, backend="aot_eager")
+
+    def grads() -> dict[str, torch.Tensor]:  # the compiled UNet's names say "_orig_mod."
+        return {n.replace("_orig_mod.", ""): g for n, g in _grads(model, True, False).items()}
+
+    compiled = grads()
+    graphs = counters["stats"]["unique_graphs"]
+    again = grads()
+    assert graphs == 2  # the write pass (the backgrounds) and the read pass (the pairs)
+    assert counters["stats"]["unique_graphs"] == graphs
+    for name, grad in eager.items():
+        torch.testing.assert_close(compiled[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(again[name], grad, rtol=1e-5, atol=1e-7, msg=name)

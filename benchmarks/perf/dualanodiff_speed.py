@@ -7,6 +7,15 @@
 
     python -m anobench.benchmarks.perf.dualanodiff_speed            # everything that fits the machine
     python -m anobench.benchmarks.perf.dualanodiff_speed --only sd15-cuda
+    python -m anobench.benchmarks.perf.dualanodiff_speed --only sd15-overhead
+
+``sd15-overhead`` measures the method's cost over plain DreamBooth-LoRA at SD-1.5 size, side by side
+in one process (repetitions interleaved, min and median): a dual training step on P pairs against a
+plain diffusers ``UNet2DConditionModel`` + LoRA step on the same 2P latents (the whole and part
+targets), LoRA as ``train_dreambooth_lora.py --train_text_encoder`` adds it (peft, rank 32 on
+``to_q/k/v/out.0`` and the text encoder's ``q/k/v/out_proj``, its default AdamW); and sampling one
+pair against a plain ``StableDiffusionPipeline`` with that LoRA drawing the two images (whole and
+part prompt) with the same steps and guidance.
 """
 
 from __future__ import annotations
@@ -14,8 +23,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from anobench.benchmarks.config import load_config
 from anobench.generation.dualanodiff.components import (
@@ -31,9 +42,10 @@ from anobench.generation.dualanodiff.dual_unet import (
     DualAnoDiffModel,
     DualBranchUNet2DConditionModel,
     LoRACLIPTextModel,
+    encode_prompts,
 )
 from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
-from anobench.generation.dualanodiff.trainer import dual_loss, make_adamw, step_generator
+from anobench.generation.dualanodiff.trainer import dual_loss, encode_latents, make_adamw, step_generator
 
 PROMPTS = ("a vfx with sks", "sks")
 
@@ -220,6 +232,146 @@ def sd15_cuda() -> None:
         )
 
 
+class PlainLoRA:
+    """DreamBooth-LoRA on the dual model's own frozen UNet: peft LoRA as ``train_dreambooth_lora.py`` adds it.
+
+    The plain and the dual steps share the UNet's frozen weights (the same tensors in memory, so the
+    comparison sees the same convolutions); :meth:`use` switches the UNet between the two: the
+    dual processors with the peft layers off, or diffusers' SDPA processor with them on. The text
+    encoder is a separate copy with its own peft LoRA (the dual model's carries its own LoRA).
+    """
+
+    def __init__(self, model: DualAnoDiffModel, rank: int = 32) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+        from transformers import CLIPTextModel
+
+        self.unet = model.unet
+        self.dual_processors = dict(self.unet.attn_processors)
+        self.text = CLIPTextModel(model.text_encoder.config)
+        self.text.requires_grad_(False)
+        before = {id(p) for p in self.unet.parameters()}
+        # what UNet2DConditionModel.add_adapter / CLIPTextModel.add_adapter do (the latter's
+        # transformers wrapper asks for a newer peft than the one pinned here)
+        for module, targets in (
+            (self.unet, ["to_k", "to_q", "to_v", "to_out.0"]),
+            (self.text, ["q_proj", "k_proj", "v_proj", "out_proj"]),
+        ):
+            config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets)
+            inject_adapter_in_model(config, module)
+        unet_lora = [p for p in self.unet.parameters() if id(p) not in before]
+        self.params = unet_lora + [p for p in self.text.parameters() if p.requires_grad]
+
+    def use(self, plain: bool) -> None:
+        """Put the UNet in plain-LoRA (True) or dual (False) mode."""
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.unet.set_attn_processor(AttnProcessor2_0() if plain else dict(self.dual_processors))
+        for module in self.unet.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.enable_adapters(plain)
+
+
+def sd15_overhead(pairs: int = 1, resolution: int = 128, repeats: int = 5, sample_steps: int = 10) -> None:
+    """Dual step / plain LoRA step and dual pair / plain SD pipeline pair, side by side (CPU, fp32)."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    parts = sd15_components(torch.float32)
+    model = DualAnoDiffModel(parts, rank=32)  # installs the adapters in parts' UNet / text encoder
+    dual_params = [p for p in model.parameters() if p.requires_grad]
+    plain = PlainLoRA(model)
+    noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
+    data = random_pairs(pairs, resolution)
+    dual_opt = make_adamw(dual_params, 2e-5, 1e-2)
+    plain_opt = torch.optim.AdamW(plain.params, lr=2e-5, weight_decay=1e-2)  # the script's default
+
+    def dual_step(step: int) -> None:
+        plain.use(False)
+        g = step_generator(0, step)
+        dual_loss(
+            model, model, parts.vae, noise_scheduler, data.batch(list(range(pairs)), g, True), g
+        ).backward()
+        torch.nn.utils.clip_grad_norm_(dual_params, 1.0)
+        dual_opt.step()
+        dual_opt.zero_grad(set_to_none=True)
+
+    def plain_step(step: int) -> None:
+        plain.use(True)
+        g = step_generator(0, step)
+        wholes, part_images, prompts, _ = data.batch(list(range(pairs)), g, True)
+        with torch.no_grad():
+            latents = encode_latents(parts.vae, torch.stack([wholes, part_images], 1).flatten(0, 1), g)
+            noise = torch.randn(latents.shape, generator=g)
+            t = torch.randint(0, 1000, (len(latents),), generator=g)
+            noisy = noise_scheduler.add_noise(latents, noise, t)
+        embeds = encode_prompts(parts.tokenizer, plain.text, [p for pair in prompts for p in pair])
+        F.mse_loss(plain.unet(noisy, t, embeds).sample, noise).backward()
+        torch.nn.utils.clip_grad_norm_(plain.params, 1.0)
+        plain_opt.step()
+        plain_opt.zero_grad(set_to_none=True)
+
+    train = interleaved({"dual": dual_step, "plain": plain_step}, repeats)
+    report("train step", train, f"{pairs} pair(s), {resolution}px, fp32")
+
+    model.eval()
+    scheduler = sampling_scheduler("pndm", parts.scheduler_config)
+    dual_pipe = DualAnoDiffPipeline.from_model(model, parts.vae, scheduler)
+    plain_pipe = StableDiffusionPipeline(
+        parts.vae,
+        plain.text,
+        parts.tokenizer,
+        plain.unet,
+        scheduler,
+        None,
+        None,
+        requires_safety_checker=False,
+    )
+    for pipe in (dual_pipe, plain_pipe):
+        pipe.set_progress_bar_config(disable=True)
+    size = {
+        "height": resolution,
+        "width": resolution,
+        "num_inference_steps": sample_steps,
+        "output_type": "pt",
+    }
+
+    def dual_pair(r: int) -> None:
+        plain.use(False)
+        dual_pipe(*PROMPTS, generator=torch.Generator().manual_seed(r), guidance_scale=2.5, **size)
+
+    def plain_pair(r: int) -> None:
+        plain.use(True)
+        plain_pipe(list(PROMPTS), generator=torch.Generator().manual_seed(r), guidance_scale=2.5, **size)
+
+    with torch.no_grad():
+        sample = interleaved({"dual": dual_pair, "plain": plain_pair}, max(2, repeats // 2))
+    report("sample pair", sample, f"{sample_steps} PNDM steps, CFG 2.5, {resolution}px, fp32")
+
+
+def interleaved(runs: dict[str, Any], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each ``runs[name](i)`` call, the names alternating; ``warmup`` rounds not timed."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(warmup + repeats):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run(i)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def report(what: str, times: dict[str, list[float]], setting: str) -> None:
+    """One line: dual and plain min / median and their ratios."""
+    dual, plain = times["dual"], times["plain"]
+    print(
+        f"sd15-arch {what} ({setting}, {torch.get_num_threads()} threads, {len(dual)} repeats): "
+        f"dual min {min(dual):.2f} s (median {statistics.median(dual):.2f}), "
+        f"plain LoRA min {min(plain):.2f} s "
+        f"(median {statistics.median(plain):.2f}); dual/plain {min(dual) / min(plain):.2f}x by min, "
+        f"{statistics.median(dual) / statistics.median(plain):.2f}x by median"
+    )
+
+
 def adamw(repeats: int = 5) -> None:
     """AdamW over the SD-1.5 dual model's trainable tensors: the for-loop default, foreach, fused.
 
@@ -255,7 +407,13 @@ def adamw(repeats: int = 5) -> None:
         )
 
 
-PARTS = {"cpu-small": cpu_small, "sd15-cpu": sd15_cpu, "sd15-cuda": sd15_cuda, "adamw": adamw}
+PARTS = {
+    "cpu-small": cpu_small,
+    "sd15-cpu": sd15_cpu,
+    "sd15-overhead": sd15_overhead,
+    "sd15-cuda": sd15_cuda,
+    "adamw": adamw,
+}
 
 
 def main() -> None:
