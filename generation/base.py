@@ -75,6 +75,15 @@ class GeneratorConfig:
 
     image_size: int | None = None  # output size in pixels (square); None keeps the source size
 
+    @property
+    def smoke_size(self) -> bool:
+        """True when these settings make a smoke-size stand-in, not the method at its published scale.
+
+        Tables and the run summary mark such rows
+        (:data:`anobench.benchmarks.report.tables.SMOKE_SIZE_MARK`).
+        """
+        return False
+
 
 def pair_seed(seed: int, defect: str, index: int) -> int:
     """The seed of pair ``index`` of ``defect`` in a run seeded with ``seed`` (stable across runs)."""

@@ -310,3 +310,16 @@ def test_report_escapes_names_in_markdown_csv_and_latex(tmp_path):
     tex = (page.parent / "tables" / "detection_image_auroc.tex").read_text()
     assert r"a\textbar{}b \textless{}i\textgreater{}x\textless{}/i\textgreater{}" in tex
     assert r"g\_1 \& 50\% " in tex
+
+
+def test_smoke_size_rows_are_marked_in_every_table(tmp_path):
+    for gen, smoke in (("dualanodiff", True), ("crop-paste", False)):
+        _write(tmp_path, gen, "nut", 0, {"image_auroc": 0.5})
+        path = next((tmp_path / "raw" / "downstream").glob(f"{gen}__*.json"))
+        payload = json.loads(path.read_text())
+        payload["cell"]["smoke_size"] = smoke
+        path.write_text(json.dumps(payload))
+    frame = collect_results(tmp_path)
+    shown, _ = metric_table(frame, "image_auroc")
+    assert list(shown.columns) == ["crop-paste", "dualanodiff (smoke-size)"]
+    assert list(summary_table(frame).index) == ["crop-paste", "dualanodiff (smoke-size)"]

@@ -16,7 +16,7 @@ from anobench.benchmarks.data.mvtec import read_category
 from anobench.benchmarks.data.splits import make_split
 from anobench.benchmarks.runner.backends import DaskBackend, SerialBackend, run_grid
 from anobench.benchmarks.runner.grid import expand_grid, split_fingerprint
-from anobench.benchmarks.runner.jobs import JobKey, generation_hash
+from anobench.benchmarks.runner.jobs import JobKey, generation_hash, smoke_size
 from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENERATE, GENMETRICS
 from anobench.benchmarks.runner.stages import split_path
 from anobench.generation.base import Generator
@@ -273,3 +273,12 @@ def test_dask_local_cluster_runs_the_grid_like_serial(tmp_path, nut_root):
     files_a = sorted(p.relative_to(gen_a) for p in gen_a.rglob("*.png"))
     assert files_a == sorted(p.relative_to(gen_b) for p in gen_b.rglob("*.png")) and files_a
     assert all((gen_a / f).read_bytes() == (gen_b / f).read_bytes() for f in files_a)
+
+
+def test_offline_dualanodiff_is_marked_smoke_size_and_the_rest_is_not():
+    quick = load_config("quick")
+    assert smoke_size(quick, "dualanodiff") and smoke_size(quick, "dualanodiff-bcm")
+    assert not any(smoke_size(quick, g) for g in ("crop-paste", "real-fewshot", "padim", "nonexistent"))
+    sd15 = "generation.options.dualanodiff.pretrained_model_name_or_path=/models/sd15"
+    with_sd = load_config("quick", [sd15])
+    assert not smoke_size(with_sd, "dualanodiff")

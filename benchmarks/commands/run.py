@@ -12,6 +12,7 @@ from anobench.benchmarks.config import list_presets, load_config
 from anobench.benchmarks.data.datasets import detect_format
 from anobench.benchmarks.metrics.catalogue import format_row, headline
 from anobench.benchmarks.provenance import utc_now
+from anobench.benchmarks.report.tables import row_label
 from anobench.benchmarks.runner.backends import make_backend, run_grid
 from anobench.benchmarks.runner.grid import (
     data_fingerprints,
@@ -20,6 +21,7 @@ from anobench.benchmarks.runner.grid import (
     grid_categories,
     record_grid,
 )
+from anobench.benchmarks.runner.jobs import smoke_size
 from anobench.benchmarks.runner.plan import format_plan
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
@@ -91,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     for job in jobs:
         if job.key.stage == DOWNSTREAM and job.done():
             result = json.loads(job.result_path.read_text())
-            rows.append({"category": job.key.category, "generator": job.key.generator, "seed": job.key.seed,
+            label = row_label(job.key.generator, smoke_size(job.config, job.key.generator))
+            rows.append({"category": job.key.category, "generator": label, "seed": job.key.seed,
                          "segmenter": job.key.segmenter, "normal": job.config.segmenter.normal_fraction,
                          **format_row(result["metrics"])})  # fmt: skip
     if rows:

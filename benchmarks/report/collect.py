@@ -38,7 +38,7 @@ from anobench.benchmarks.runner.record import RUNS_FILE, read_runs
 
 COLUMNS = [
     "stage", "generator", "category", "seed", "metric", "value",
-    "selection", "segmenter", "normal_fraction", "generated_fraction", "generator_name",
+    "selection", "smoke_size", "segmenter", "normal_fraction", "generated_fraction", "generator_name",
     "config_hash", "finished_at", "path",
 ]  # fmt: skip
 
@@ -52,6 +52,7 @@ def _rows(path: Path, payload: dict) -> list[dict]:
         "category": cell.get("category", key.get("category")),
         "seed": cell.get("seed", key.get("seed")),
         "selection": payload.get("selection"),
+        "smoke_size": bool(cell.get("smoke_size")),
         "segmenter": (payload.get("segmenter") or {}).get("name"),
         "normal_fraction": (payload.get("recipe") or {}).get("normal_fraction"),
         "generated_fraction": (payload.get("recipe") or {}).get("generated_fraction"),

@@ -8,7 +8,9 @@
 Metrics are ordered, grouped and formatted as the metric catalogue
 (:mod:`anobench.benchmarks.metrics.catalogue`) says; metrics it does not know are left out.
 
-Results selected with ``best-on-test`` carry a dagger (``†``) in every table.
+Results selected with ``best-on-test`` carry a dagger (``†``) in every table; rows of a smoke-size
+stand-in (offline DualAnoDiff: small models trained in minutes instead of Stable Diffusion) read
+``<generator> (smoke-size)`` in every table and in the run's printed summary.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import pandas as pd
 from anobench.benchmarks.metrics.catalogue import Metric, metric, ordered
 
 BEST_ON_TEST_MARK = "†"
+#: Appended to the row label of a generator whose config is a smoke-size stand-in
+#: (:attr:`anobench.generation.base.GeneratorConfig.smoke_size`).
+SMOKE_SIZE_MARK = " (smoke-size)"
 AVERAGE = "Average"
 PAPER_CSV = Path(__file__).with_name("paper_reported.csv")
 
@@ -30,12 +35,22 @@ PAPER_CSV = Path(__file__).with_name("paper_reported.csv")
 ROW_LABELS = {"perlin": "perlin (no-anomaly)"}
 
 
+def row_label(generator: str, smoke_size: bool = False, best_on_test: bool = False) -> str:
+    """A generator's row label: its role (:data:`ROW_LABELS`), then its marks.
+
+    Example:
+        >>> row_label("dualanodiff", smoke_size=True)
+        'dualanodiff (smoke-size)'
+    """
+    marks = (SMOKE_SIZE_MARK if smoke_size else "") + (BEST_ON_TEST_MARK if best_on_test else "")
+    return ROW_LABELS.get(generator, generator) + marks
+
+
 def _label_generators(frame: pd.DataFrame) -> pd.DataFrame:
-    marked = set(frame.loc[frame["selection"] == "best-on-test", "generator"])
+    best = set(frame.loc[frame["selection"] == "best-on-test", "generator"])
+    smoke = set(frame.loc[frame["smoke_size"].fillna(False).astype(bool), "generator"])
     frame = frame.copy()
-    frame["generator"] = [
-        ROW_LABELS.get(g, g) + (BEST_ON_TEST_MARK if g in marked else "") for g in frame["generator"]
-    ]
+    frame["generator"] = [row_label(g, g in smoke, g in best) for g in frame["generator"]]
     return frame
 
 

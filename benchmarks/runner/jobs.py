@@ -28,7 +28,7 @@ from anobench.benchmarks.runner.stages import STAGE_BODIES
 from anobench.downstream.segmenters import DEFAULT_SEGMENTER, create_segmenter
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.base import config_hash
-from anobench.generation.registry import create_generator
+from anobench.generation.registry import create_generator, list_generators
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,13 @@ def generation_hash(config: RunConfig, dataset: Path, generator: str) -> str:
     )
 
 
+def smoke_size(config: RunConfig, generator: str) -> bool:
+    """Whether ``generator`` runs as a smoke-size stand-in with ``config``'s options (unregistered: no)."""
+    if generator not in list_generators():
+        return False
+    return create_generator(generator, **config.generation.options.get(generator, {})).config.smoke_size
+
+
 def downstream_hash(config: RunConfig, gen_hash: str, segmenter: str) -> str:
     """Hash of the generation hash, the downstream protocol and the segmenter with its options."""
     model = create_segmenter(segmenter, **config.downstream.options.get(segmenter, {}))
@@ -196,6 +203,7 @@ def execute(job: Job, progress: bool = False) -> JobOutcome:
             "category": job.key.category,
             "generator": job.key.generator,
             "seed": job.key.seed,
+            "smoke_size": smoke_size(job.config, job.key.generator),
         },
         **body,
         "config": flatten(job.config),
