@@ -394,3 +394,30 @@ def test_pipeline_output_types_tuple_and_errors():
     bcm_pipe, _ = golden_pipeline(bcm=True)
     with pytest.raises(ValueError, match="background"):
         bcm_pipe("a vfx with sks", **kwargs)
+
+
+def test_overhead_benchmark_switches_one_unet_between_dual_and_plain_lora():
+    """``dualanodiff_speed --only sd15-overhead`` compares what it says: with the plain mode off the
+    dual model computes exactly what it computed before the peft layers were added, and the plain
+    mode runs the frozen UNet with diffusers' processor plus the peft LoRA only."""
+    from anobench.benchmarks.perf.dualanodiff_speed import PlainLoRA
+
+    model, _, _ = golden_model(False)
+    latents, t = _inputs()
+    embeds = _embeds(model)
+    with torch.no_grad():
+        dual = model(latents, t, embeds)
+        plain = PlainLoRA(model, rank=2)
+        assert plain.params and all(p.requires_grad for p in plain.params)
+        names = {n for n, p in model.unet.named_parameters() if any(p is q for q in plain.params)}
+        assert names and all(".lora_" in n for n in names)
+        plain.use(True)
+        base = plain.unet(latents, t, embeds).sample  # LoRA B starts at 0: the frozen UNet alone
+        for name, p in model.unet.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.05)
+        lora = plain.unet(latents, t, embeds).sample
+        plain.use(False)
+        again = model(latents, t, embeds)
+    assert not torch.allclose(base, dual) and not torch.allclose(lora, base)
+    torch.testing.assert_close(again, dual, rtol=0, atol=0)

@@ -419,9 +419,15 @@ PARTS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run only these parts")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="sd15-overhead: timed training steps (sampled pairs: half, at least 2)",
+    )
     args = parser.parse_args()
     for name in args.only or PARTS:
-        PARTS[name]()
+        PARTS[name](**({"repeats": args.repeats} if name == "sd15-overhead" else {}))
 
 
 if __name__ == "__main__":
