@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from anobench.benchmarks.cli import main
-from anobench.benchmarks.report.collect import collect_results, select_run
+from anobench.benchmarks.report.collect import HELD_OUT_ROW, collect_results, select_run
 from anobench.benchmarks.report.page import render_report
 from anobench.benchmarks.report.tables import metric_table, summary_table
 
@@ -319,7 +319,17 @@ def test_smoke_size_rows_are_marked_in_every_table(tmp_path):
         payload = json.loads(path.read_text())
         payload["cell"]["smoke_size"] = smoke
         path.write_text(json.dumps(payload))
+    # a smoke-size generator's genmetrics job also carries the held-out real anomalies' values
+    quality = tmp_path / "raw" / "genmetrics" / "dualanodiff__nut__all__seed0__h.json"
+    quality.parent.mkdir(parents=True)
+    quality.write_text(json.dumps({
+        "key": {"stage": "genmetrics", "generator": "dualanodiff", "category": "nut", "seed": 0},
+        "cell": {"generator": "dualanodiff", "category": "nut", "seed": 0, "smoke_size": True},
+        "metrics": {"mask_adherence": 0.6}, "reference": {"metrics": {"mask_adherence": 0.9}},
+    }))  # fmt: skip
     frame = collect_results(tmp_path)
     shown, _ = metric_table(frame, "image_auroc")
     assert list(shown.columns) == ["crop-paste", "dualanodiff (smoke-size)"]
-    assert list(summary_table(frame).index) == ["crop-paste", "dualanodiff (smoke-size)"]
+    assert list(summary_table(frame).index) == ["crop-paste", "dualanodiff (smoke-size)", HELD_OUT_ROW]
+    shown, _ = metric_table(frame, "mask_adherence")
+    assert list(shown.columns) == ["dualanodiff (smoke-size)", HELD_OUT_ROW]  # real images: no mark

@@ -65,7 +65,7 @@ def _rows(path: Path, payload: dict) -> list[dict]:
         {**row, "metric": name, "value": float(value)}
         for row, metrics in (
             (base, payload.get("metrics") or {}),
-            ({**base, "generator": HELD_OUT_ROW}, reference),
+            ({**base, "generator": HELD_OUT_ROW, "smoke_size": False}, reference),  # real images
         )
         for name, value in metrics.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
