@@ -26,7 +26,6 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from anobench.benchmarks.config import load_config
 from anobench.generation.dualanodiff.components import (
@@ -45,7 +44,7 @@ from anobench.generation.dualanodiff.dual_unet import (
     encode_prompts,
 )
 from anobench.generation.dualanodiff.pipeline import DualAnoDiffPipeline
-from anobench.generation.dualanodiff.trainer import dual_loss, encode_latents, make_adamw, step_generator
+from anobench.generation.dualanodiff.trainer import dual_loss, make_adamw, step_generator
 
 PROMPTS = ("a vfx with sks", "sks")
 
@@ -239,13 +238,18 @@ class PlainLoRA:
     comparison sees the same convolutions); :meth:`use` switches the UNet between the two: the
     dual processors with the peft layers off, or diffusers' SDPA processor with them on. The text
     encoder is a separate copy with its own peft LoRA (the dual model's carries its own LoRA).
+    It quacks like a plain :class:`DualAnoDiffModel` (``encode_prompts``, a call predicting the
+    noise), so :func:`dual_loss` trains both on the same latents, noise and timesteps.
     """
+
+    bcm = False
 
     def __init__(self, model: DualAnoDiffModel, rank: int = 32) -> None:
         from peft import LoraConfig, inject_adapter_in_model
         from transformers import CLIPTextModel
 
         self.unet = model.unet
+        self.tokenizer = model.tokenizer
         self.dual_processors = dict(self.unet.attn_processors)
         self.text = CLIPTextModel(model.text_encoder.config)
         self.text.requires_grad_(False)
@@ -260,6 +264,16 @@ class PlainLoRA:
             inject_adapter_in_model(config, module)
         unet_lora = [p for p in self.unet.parameters() if id(p) not in before]
         self.params = unet_lora + [p for p in self.text.parameters() if p.requires_grad]
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """The plain text encoder's hidden states (B, L, D)."""
+        return encode_prompts(self.tokenizer, self.text, prompts)
+
+    def __call__(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, prompt_embeds: torch.Tensor, _=None
+    ):
+        """The UNet's noise prediction (in whichever mode :meth:`use` set)."""
+        return self.unet(noisy_latents, timesteps, prompt_embeds).sample
 
     def use(self, plain: bool) -> None:
         """Put the UNet in plain-LoRA (True) or dual (False) mode."""
@@ -285,32 +299,25 @@ def sd15_overhead(pairs: int = 1, resolution: int = 128, repeats: int = 5, sampl
     dual_opt = make_adamw(dual_params, 2e-5, 1e-2)
     plain_opt = torch.optim.AdamW(plain.params, lr=2e-5, weight_decay=1e-2)  # the script's default
 
-    def dual_step(step: int) -> None:
-        plain.use(False)
-        g = step_generator(0, step)
-        dual_loss(
-            model, model, parts.vae, noise_scheduler, data.batch(list(range(pairs)), g, True), g
-        ).backward()
-        torch.nn.utils.clip_grad_norm_(dual_params, 1.0)
-        dual_opt.step()
-        dual_opt.zero_grad(set_to_none=True)
+    def training_step(forward: Any, params: list[torch.nn.Parameter], optimizer: Any) -> Any:
+        def step(i: int) -> None:
+            plain.use(forward is plain)
+            g = step_generator(0, i)
+            batch = data.batch(list(range(pairs)), g, True)
+            dual_loss(forward, forward, parts.vae, noise_scheduler, batch, g).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    def plain_step(step: int) -> None:
-        plain.use(True)
-        g = step_generator(0, step)
-        wholes, part_images, prompts, _ = data.batch(list(range(pairs)), g, True)
-        with torch.no_grad():
-            latents = encode_latents(parts.vae, torch.stack([wholes, part_images], 1).flatten(0, 1), g)
-            noise = torch.randn(latents.shape, generator=g)
-            t = torch.randint(0, 1000, (len(latents),), generator=g)
-            noisy = noise_scheduler.add_noise(latents, noise, t)
-        embeds = encode_prompts(parts.tokenizer, plain.text, [p for pair in prompts for p in pair])
-        F.mse_loss(plain.unet(noisy, t, embeds).sample, noise).backward()
-        torch.nn.utils.clip_grad_norm_(plain.params, 1.0)
-        plain_opt.step()
-        plain_opt.zero_grad(set_to_none=True)
+        return step
 
-    train = interleaved({"dual": dual_step, "plain": plain_step}, repeats)
+    train = interleaved(
+        {
+            "dual": training_step(model, dual_params, dual_opt),
+            "plain": training_step(plain, plain.params, plain_opt),
+        },
+        repeats,
+    )
     report("train step", train, f"{pairs} pair(s), {resolution}px, fp32")
 
     model.eval()
@@ -384,17 +391,15 @@ def adamw(repeats: int = 5) -> None:
     start = [torch.randn(shape, generator=g) for shape in shapes]
     grads = [torch.randn(shape, generator=g) for shape in shapes]
     variants = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-    params, opts, times = {}, {}, {name: [] for name in variants}
+    params, opts = {}, {}
     for name, kwargs in variants.items():
         params[name] = [torch.nn.Parameter(t.clone()) for t in start]
         for p, grad in zip(params[name], grads, strict=True):
             p.grad = grad
         opts[name] = torch.optim.AdamW(params[name], lr=1e-4, weight_decay=1e-2, eps=1e-8, **kwargs)
-    for _ in range(repeats):
-        for name in variants:
-            t0 = time.perf_counter()
-            opts[name].step()
-            times[name].append(time.perf_counter() - t0)
+    times = interleaved(
+        {name: lambda _, opt=opt: opt.step() for name, opt in opts.items()}, repeats, warmup=0
+    )
     n = sum(t.numel() for t in start)
     base = statistics.median(times["default"])
     for name in variants:

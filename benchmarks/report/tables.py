@@ -48,7 +48,7 @@ def row_label(generator: str, smoke_size: bool = False, best_on_test: bool = Fal
 
 def _label_generators(frame: pd.DataFrame) -> pd.DataFrame:
     best = set(frame.loc[frame["selection"] == "best-on-test", "generator"])
-    smoke = set(frame.loc[frame["smoke_size"].fillna(False).astype(bool), "generator"])
+    smoke = set(frame.loc[frame["smoke_size"].astype(bool), "generator"])
     frame = frame.copy()
     frame["generator"] = [row_label(g, g in smoke, g in best) for g in frame["generator"]]
     return frame
