@@ -142,13 +142,15 @@ def build_offline_components(
     text_layers: int = 2,
     words: tuple[str, ...] = ("a vfx with part", *RARE_TOKENS),
     seed: int = 0,
+    branch_labels: bool = False,
 ) -> Components:
     """Small randomly initialised UNet/VAE/CLIP text encoder + tokenizer (the offline base, untrained).
 
     The VAE downsamples ``len(vae_channels) - 1`` times. Unlike SD 1.5 (no attention at the deepest
     level) every UNet block has attention: in a net this small the per-branch LoRA and the
     cross-branch module would otherwise reach only one resolution. The noise schedule is SD 1.5's
-    (scaled linear, 0.00085 -> 0.012, 1000 steps).
+    (scaled linear, 0.00085 -> 0.012, 1000 steps). ``branch_labels``: two class embeddings, the
+    dual model's branch (0 whole, 1 part; :func:`~anobench.generation.dualanodiff.dual_unet.branch_labels`).
     """
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextConfig
@@ -195,6 +197,7 @@ def build_offline_components(
         cross_attention_dim=text_width,
         attention_head_dim=8,
         norm_num_groups=groups,
+        num_class_embeds=2 if branch_labels else None,
     )
     scheduler = DDPMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"

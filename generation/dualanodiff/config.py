@@ -71,6 +71,11 @@ class DualAnoDiffConfig(GeneratorConfig):
         base_vae_steps, base_unet_steps, base_learning_rate, base_batch_size: offline base training.
         offline_unet_channels, offline_vae_channels, offline_text_width, offline_text_layers:
             the small offline architecture.
+        offline_branch_labels: the offline base learns defect-like shapes and labels each image
+            whole or part (a class embedding the dual model sets per branch), and the fine-tune's
+            cross-branch module starts at zero (``offline_base``'s docstring); False: the earlier
+            recipe (texture blobs as part-like images, no labels, the released init).
+        offline_ema: save the offline base UNet's EMA weights.
         cache_dir: where offline bases and trained adapters are cached (None: ~/.cache/anobench).
         device: torch device for fit/sample (None: CUDA when available, else CPU).
     """
@@ -116,6 +121,8 @@ class DualAnoDiffConfig(GeneratorConfig):
     offline_vae_channels: tuple[int, ...] = (64, 128, 128)
     offline_text_width: int = 128
     offline_text_layers: int = 4
+    offline_branch_labels: bool = True
+    offline_ema: bool = True
     cache_dir: str | None = None
     device: str | None = None
 

@@ -25,7 +25,11 @@ from diffusers import ModelMixin, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, PreTrainedModel
 
-from anobench.generation.dualanodiff.attention import BackgroundStore, install_dual_processors
+from anobench.generation.dualanodiff.attention import (
+    BackgroundStore,
+    dual_processors,
+    install_dual_processors,
+)
 
 #: diffusers' pipeline loader finds the load method of a module's class by looking its base classes
 #: (``ModelMixin``, ``PreTrainedModel``, ...) up in the class's own module: they must be names here.
@@ -36,6 +40,7 @@ __all__ = [
     "ModelMixin",
     "PreTrainedModel",
     "add_text_lora",
+    "branch_labels",
     "encode_prompts",
     "predict_noise",
 ]
@@ -154,17 +159,39 @@ def predict_noise(
     """Predict the noise of interleaved pairs ``[whole_0, part_0, ...]`` (all 2P inputs).
 
     ``noisy_background`` (P latents, BCM only) is the background condition noised to each pair's
-    timestep; it goes through a write pass with the whole-branch prompt first.
+    timestep; it goes through a write pass with the whole-branch prompt first. A UNet with class
+    embeddings gets each input's branch as its class label (:func:`branch_labels`).
     """
+    labels = branch_labels(unet, len(noisy_latents))
     if not unet.has_bcm:
-        return unet(noisy_latents, timesteps, prompt_embeds).sample
+        return unet(noisy_latents, timesteps, prompt_embeds, class_labels=labels).sample
     if noisy_background is None:
         raise ValueError("the BCM model needs the noised background latents")
     store = BackgroundStore(write=True)
-    unet(noisy_background, timesteps[::2], prompt_embeds[::2], cross_attention_kwargs={"bcm": store})
+    unet(
+        noisy_background,
+        timesteps[::2],
+        prompt_embeds[::2],
+        class_labels=None if labels is None else labels[::2],
+        cross_attention_kwargs={"bcm": store},
+    )
     return unet(
-        noisy_latents, timesteps, prompt_embeds, cross_attention_kwargs={"bcm": store.reading()}
+        noisy_latents,
+        timesteps,
+        prompt_embeds,
+        class_labels=labels,
+        cross_attention_kwargs={"bcm": store.reading()},
     ).sample
+
+
+def branch_labels(unet: UNet2DConditionModel, n: int) -> torch.Tensor | None:
+    """Class labels ``[0, 1, 0, 1, ...]`` (whole, part) of ``n`` interleaved inputs.
+
+    None for a UNet without class embeddings (Stable Diffusion; offline bases have two).
+    """
+    if not unet.config.get("num_class_embeds"):
+        return None
+    return (torch.arange(n) % 2).to(unet.device)
 
 
 class DualAnoDiffModel(nn.Module):
@@ -199,6 +226,13 @@ class DualAnoDiffModel(nn.Module):
             self.text_encoder.add_lora(rank)
         else:
             self.text_encoder.requires_grad_(False)
+
+    def zero_coupling(self) -> None:
+        """Zero the output layer of every cross-branch module: the model starts as two separate branches."""
+        for processor in dual_processors(self.unet):
+            if processor.saim is not None:
+                nn.init.zeros_(processor.saim.proj_out.weight)
+                nn.init.zeros_(processor.saim.proj_out.bias)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """CLIP last hidden states of ``prompts`` (B, L, D)."""

@@ -9,10 +9,27 @@ normal images (L1 + a small KL term), its latent scaling factor is set to 1 / st
 with the prompt "a vfx" (10 % empty prompts, so classifier-free guidance has an unconditional
 model). The text encoder stays at its random initialisation (the dual fine-tune trains its LoRA).
 
-Offline-only addition: half of every base batch are "part-like" images, random blobs of a normal
-image on mid-grey (prompt "a part"). Stable Diffusion already knows such images; a base that has
-seen only normal images cannot be steered to a grey background by attention LoRA in a few
-hundred steps, so the part branch would never learn its target. The anomaly itself is never shown.
+Offline-only additions. Half of every base batch are "part-like" images (prompt "a part"): Stable
+Diffusion already knows such images, while a base that has seen only normal images cannot be
+steered to a grey background by attention LoRA in a few hundred steps. The anomaly itself is never
+shown. With ``offline_branch_labels`` (the default):
+
+* the part-like images are defect-like shapes (blobs and strokes of random colours,
+  :func:`paint_shapes`) on mid-grey, and a quarter of the normal images get such shapes painted in;
+  the VAE learns them with a 10x loss weight on their pixels (a VAE trained on normal images
+  only erases scratches and spots, so no fine-tune could draw them);
+* the UNet has two class embeddings, added to the time embedding of every ResNet block: 0 for
+  normal images, 1 for part-like ones. The dual model labels its whole branch 0 and its part
+  branch 1, so each branch starts from its own half of the base: a from-scratch text encoder
+  barely conditions a small UNet, and the prompts alone left whole samples grey and part samples
+  whole textures;
+* the fine-tune's cross-branch module starts at zero (its output layer), so the dual model starts
+  as the base's two classes (released: PyTorch's default init; at this size the random full-rank
+  residual turned part samples into textures).
+
+Without it the part-like images are random blobs of a normal image on mid-grey (the ``quick``
+preset's recipe). ``offline_ema`` keeps an exponential moving average of the UNet's weights
+(decay warmed up as diffusers' ``EMAModel``, up to 0.999) and saves it as the base.
 
 The result is an ordinary diffusers folder (``vae/ unet/ text_encoder/ tokenizer/ scheduler/``) in
 ``<cache>/base/<category>-<hash>/``, where the hash covers the architecture, the base-training
@@ -25,6 +42,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -45,7 +63,7 @@ BASE_PROMPT = "a vfx"
 PART_PROMPT = "a part"
 MARKER = "base.json"
 #: Bumped when the base-training recipe changes, so stale cached bases are not reused.
-BASE_VERSION = 2
+BASE_VERSION = 3
 
 
 def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]) -> str:
@@ -67,6 +85,8 @@ def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]
         "offline_vae_channels",
         "offline_text_width",
         "offline_text_layers",
+        "offline_branch_labels",
+        "offline_ema",
         "flips",
         "seed",
     )
@@ -78,19 +98,60 @@ def _device(config: DualAnoDiffConfig) -> torch.device:
     return torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _augment(images: torch.Tensor, g: torch.Generator, flips: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flipped images, the second half turned "part-like" (random blobs on mid-grey); and that flag."""
+def paint_shapes(size: int, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` layers of one to three defect-like shapes: colours (n x 3 x H x W in [-1, 1]) and alphas.
+
+    Each shape is a blob (an ellipse, half-axes 2-6 % of the side) or a stroke (a segment 10-40 % of
+    the side long, 2-4 % wide), in a random colour (a third of them black or white), placed anywhere.
+    """
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    colour = torch.zeros(n, 3, size, size)
+    alpha = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+            cx, cy, angle, kind, tone = torch.rand(5, generator=g).tolist()
+            cx, cy = cx * size, cy * size
+            dx, dy = math.cos(angle * math.pi), math.sin(angle * math.pi)
+            u, v = (xx - cx) * dx + (yy - cy) * dy, -(xx - cx) * dy + (yy - cy) * dx
+            a, b = (0.02 + 0.04 * torch.rand(2, generator=g)) * size
+            if kind < 0.5:
+                inside = (u / a) ** 2 + (v / b) ** 2 <= 1
+            else:
+                half = (0.05 + 0.15 * torch.rand(1, generator=g).item()) * size
+                inside = (u.abs() <= half) & (v.abs() <= max(0.6, 0.01 * size * (1 + tone)))
+            if tone > 1 / 3:
+                rgb = torch.rand(3, generator=g) * 2 - 1
+            else:
+                rgb = torch.full((3,), 1.0 if tone > 1 / 6 else -1.0)
+            colour[i] = torch.where(inside, rgb[:, None, None], colour[i])
+            alpha[i] = torch.where(inside, 1.0, alpha[i])
+    return colour, alpha
+
+
+def _augment(
+    images: torch.Tensor, g: torch.Generator, flips: bool, shapes: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Flipped images with the second half part-like; the part-like flags; a per-pixel loss weight.
+
+    ``shapes``: part-like = painted shapes on mid-grey, a quarter of the others with shapes painted
+    in, weight 10 on the shapes' pixels; else part-like = random blobs of the image on mid-grey
+    and no weight (None).
+    """
     out = []
     for im in images:
         h, v = (torch.rand(2, generator=g) < 0.5).tolist() if flips else (False, False)
         dims = [d for d, f in ((2, h), (1, v)) if f]
         out.append(im.flip(dims) if dims else im)
     x = torch.stack(out)
-    part = torch.arange(len(x)) >= len(x) // 2
-    size = x.shape[-1]
-    blobs = F.interpolate(torch.randn(len(x), 1, 4, 4, generator=g), size=(size, size), mode="bicubic")
-    x = torch.where(part[:, None, None, None], x * (blobs > 0.8).float(), x)
-    return x, part
+    n, size = len(x), x.shape[-1]
+    part = torch.arange(n) >= n // 2
+    if not shapes:
+        blobs = F.interpolate(torch.randn(n, 1, 4, 4, generator=g), size=(size, size), mode="bicubic")
+        return torch.where(part[:, None, None, None], x * (blobs > 0.8).float(), x), part, None
+    colour, alpha = paint_shapes(size, n, g)
+    alpha = alpha * (torch.arange(n) >= n // 4)[:, None, None, None]
+    x = torch.where(part[:, None, None, None], 0.0, x)
+    return x * (1 - alpha) + colour * alpha, part, 1 + 9 * alpha
 
 
 def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
@@ -105,7 +166,9 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         config.offline_text_width,
         config.offline_text_layers,
         seed=config.seed,
+        branch_labels=config.offline_branch_labels,
     )
+    shapes = config.offline_branch_labels
     images = torch.stack([to_tensor(load_rgb(p, config.resolution)) for p in normal_images])
     n, bs = len(images), config.base_batch_size
     vae, unet, text = parts.vae.to(device), parts.unet.to(device), parts.text_encoder.to(device)
@@ -117,11 +180,17 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         range(config.base_vae_steps), desc="offline base: VAE", leave=False, disable=not progress
     ):
         g = step_generator(config.seed, step)
-        x = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips)[0].to(device)
+        x, _, weight = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips, shapes)
+        x = x.to(device)
         dist = vae.encode(x).latent_dist
         z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device)
         recon = vae.decode(z).sample
-        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-6 * dist.kl().mean()
+        if weight is None:
+            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        else:
+            err = recon - x
+            loss = (weight.to(device) * (err.abs() + err**2)).mean()
+        loss = loss + 1e-6 * dist.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -143,12 +212,13 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         cond, part_cond, uncond = text(ids.input_ids.to(device))[0]
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.base_learning_rate, weight_decay=1e-2)
+    ema = [p.detach().clone() for p in unet.parameters()] if config.offline_ema else None
     unet.train()
     for step in tqdm(
         range(config.base_unet_steps), desc="offline base: UNet", leave=False, disable=not progress
     ):
         g = step_generator(config.seed + 1, step)
-        x, part = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips)
+        x, part, _ = _augment(images[torch.randint(n, (bs,), generator=g)], g, config.flips, shapes)
         x, part = x.to(device), part.to(device)[:, None, None]
         with torch.no_grad():
             dist = vae.encode(x).latent_dist
@@ -158,12 +228,19 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), generator=g).to(device)
         drop = (torch.rand(bs, generator=g) < 0.1).to(device)[:, None, None]
         embeds = torch.where(drop, uncond, torch.where(part, part_cond, cond))
-        pred = unet(noise_scheduler.add_noise(z, noise, t), t, embeds).sample
+        labels = part.flatten().long() if shapes else None
+        pred = unet(noise_scheduler.add_noise(z, noise, t), t, embeds, class_labels=labels).sample
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
+        if ema is not None:  # decay warmed up as diffusers' EMAModel: (1 + k) / (10 + k), at most 0.999
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, list(unet.parameters()), 1 - min(0.999, (1 + step) / (10 + step)))
+    if ema is not None:
+        with torch.no_grad():
+            torch._foreach_copy_(list(unet.parameters()), ema)
     unet.eval().requires_grad_(False)
     for module in (vae, unet, text):
         module.to("cpu")

@@ -236,6 +236,8 @@ def train_dual(
         train_text_encoder=config.train_text_encoder,
         bcm_hidden=config.bcm_hidden,
     )
+    if config.offline and config.offline_branch_labels:
+        model.zero_coupling()
     vae = components.vae.to(device)
     if weight_dtype != torch.float32:
         vae.to(dtype=weight_dtype)
