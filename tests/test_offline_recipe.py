@@ -13,20 +13,10 @@ from anobench.generation.dualanodiff import offline_base as ob
 from anobench.generation.dualanodiff.components import build_offline_components
 from anobench.generation.dualanodiff.config import DualAnoDiffConfig
 from anobench.generation.dualanodiff.dual_unet import DualAnoDiffModel, branch_labels
+from anobench.generation.dualanodiff.generator import DualAnoDiff
 
-TINY_BASE = {
-    "pretrained_model_name_or_path": None,
-    "resolution": 16,
-    "base_vae_steps": 1,
-    "base_unet_steps": 1,
-    "base_batch_size": 4,
-    "offline_unet_channels": (8, 16),
-    "offline_vae_channels": (8, 16),
-    "offline_text_width": 16,
-    "offline_text_layers": 1,
-    "device": "cpu",
-    "seed": 5,
-}
+#: The generator's smoke-size options, one step of each base stage at 16 px.
+TINY_BASE = {**DualAnoDiff.smoke_options, "resolution": 16, "base_vae_steps": 1, "base_unet_steps": 1}
 
 
 @pytest.fixture
@@ -114,10 +104,9 @@ def test_offline_fine_tune_zeroes_the_coupling_only_with_branch_labels(tmp_path,
     from anobench.generation.dualanodiff.data import PairData
     from anobench.generation.dualanodiff.trainer import train_dual
 
-    parts = build_offline_components(16, (8, 16), (8, 16), 16, 1, seed=0, branch_labels=labels)
+    config = DualAnoDiffConfig(**TINY_BASE, offline_branch_labels=labels)
     data = PairData(torch.zeros(2, 3, 16, 16), torch.zeros(2, 1, 16, 16), [("a vfx with sks", "sks")] * 2)
-    config = DualAnoDiffConfig(**TINY_BASE, rank=2, offline_branch_labels=labels, checkpointing_steps=0)
-    model = train_dual(parts, data, config, tmp_path, progress=False, stop_after=0)
+    model = train_dual(ob.untrained_base(config), data, config, tmp_path, progress=False, stop_after=0)
     weights = [p.saim.proj_out.weight for p in dual_processors(model.unet)]
     assert all((w == 0).all() for w in weights) == labels
 
@@ -127,7 +116,7 @@ def test_base_with_branch_labels_learns_two_classes_and_saves_ema_weights(normal
     with_ema = ob.train_base(config, normal_images, progress=False)
     assert with_ema.unet.config.num_class_embeds == 2
     plain = ob.train_base(DualAnoDiffConfig(**TINY_BASE, offline_ema=False), normal_images, progress=False)
-    init = build_offline_components(16, (8, 16), (8, 16), 16, 1, seed=5, branch_labels=True).unet.state_dict()
+    init = ob.untrained_base(config).unet.state_dict()
     # one step: the EMA's warmed-up decay is (1 + 0) / (10 + 0) = 0.1, so EMA = 0.1 init + 0.9 trained
     for name, value in with_ema.unet.state_dict().items():
         torch.testing.assert_close(value, 0.1 * init[name] + 0.9 * plain.unet.state_dict()[name])

@@ -154,12 +154,9 @@ def _augment(
     return x * (1 - alpha) + colour * alpha, part, 1 + 9 * alpha
 
 
-def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
-    """Build the small models and train VAE, then UNet, on ``normal_images`` (in memory)."""
-    from diffusers import DDPMScheduler
-
-    device = _device(config)
-    parts = build_offline_components(
+def untrained_base(config: DualAnoDiffConfig) -> Components:
+    """The small models of ``config``'s offline architecture, randomly initialised (seed ``config.seed``)."""
+    return build_offline_components(
         config.resolution,
         config.offline_unet_channels,
         config.offline_vae_channels,
@@ -168,6 +165,14 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         seed=config.seed,
         branch_labels=config.offline_branch_labels,
     )
+
+
+def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
+    """Build the small models and train VAE, then UNet, on ``normal_images`` (in memory)."""
+    from diffusers import DDPMScheduler
+
+    device = _device(config)
+    parts = untrained_base(config)
     shapes = config.offline_branch_labels
     images = torch.stack([to_tensor(load_rgb(p, config.resolution)) for p in normal_images])
     n, bs = len(images), config.base_batch_size
@@ -303,4 +308,4 @@ def load_base(folder: Path) -> Components:
     return load_components(folder)
 
 
-__all__ = ["base_key", "load_base", "offline_base", "train_base"]
+__all__ = ["base_key", "load_base", "offline_base", "paint_shapes", "train_base", "untrained_base"]
