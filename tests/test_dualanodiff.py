@@ -84,15 +84,62 @@ def _embeds(model, pairs: int = 2):
 
 def test_part_target_is_grey_outside_mask(pair_data):
     data, _ = pair_data
-    wholes, parts, prompts, _ = data.batch([0, 1], torch.Generator().manual_seed(0), flips=True)
-    masks = data.masks[[0, 1]]
-    # flips are shared by image and mask: the part is zero (mid-grey) exactly outside the flipped mask
-    for part, whole in zip(parts, wholes, strict=True):
-        inside = part != 0
-        assert torch.equal(part[inside], whole[inside])
-        assert 0 < inside[0].float().mean() < 1
-    assert {tuple(m.sum().tolist() for m in masks)}  # masks are non-empty
-    assert prompts == [("a vfx with sks", "sks")] * 2
+    batch = data.batch([0, 1], torch.Generator().manual_seed(0), flips=True)
+    # the batch's masks carry the same flips as the images: the part is the whole inside them and
+    # zero (mid-grey) outside
+    assert torch.equal(batch.parts, batch.wholes * batch.masks)
+    assert ((batch.masks == 0) | (batch.masks == 1)).all()
+    assert all(0 < m.mean() < 1 for m in batch.masks)
+    for k, i in enumerate([0, 1]):
+        assert any(torch.equal(batch.masks[k], data.masks[i].flip(d) if d else data.masks[i])
+                   for d in ([], [1], [2], [1, 2]))  # fmt: skip
+    assert batch.prompts == [("a vfx with sks", "sks")] * 2
+
+
+class _RecordingScheduler:
+    """A noise scheduler that records the noise of the latents (``add_noise`` returns it as is)."""
+
+    config = type("Config", (), {"num_train_timesteps": 1000})
+
+    def add_noise(self, latents, noise, t):
+        self.noise = noise
+        return latents
+
+
+def test_mask_loss_weight_counts_the_masked_latents_more(pair_data):
+    from anobench.generation.dualanodiff.trainer import dual_loss
+
+    data, _ = pair_data
+    model, parts = tiny_model()
+    batch = data.batch([0, 2], torch.Generator().manual_seed(0), flips=False)
+    pred = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def loss(weight: float, batch=batch) -> tuple[float, torch.Tensor]:
+        scheduler = _RecordingScheduler()
+        g = torch.Generator().manual_seed(5)
+        value = dual_loss(lambda *_: pred, model, parts.vae, scheduler, batch, g, mask_loss_weight=weight)
+        return value.item(), scheduler.noise
+
+    plain, noise = loss(0.0)
+    se = (pred - noise) ** 2
+    assert plain == pytest.approx(se.mean().item(), rel=1e-6)
+    # by hand: a latent pixel (2 x 2 image pixels) is masked when any of its image pixels is; both
+    # members of a pair share their sample's mask
+    masked = torch.zeros(4, 1, 8, 8)
+    for k in range(2):
+        for i in range(8):
+            for j in range(8):
+                masked[2 * k : 2 * k + 2, 0, i, j] = float(
+                    batch.masks[k, 0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].any()
+                )
+    assert 0 < masked.mean() < 1
+    weight = 1 + 3.0 * masked.expand_as(se)
+    weighted, _ = loss(3.0)
+    assert weighted == pytest.approx(((weight * se).sum() / weight.sum()).item(), rel=1e-6)
+    assert weighted != pytest.approx(plain, rel=1e-3)
+    # no anomaly pixels: the weighted loss is the plain one
+    empty = batch._replace(masks=torch.zeros_like(batch.masks))
+    assert loss(3.0, empty)[0] == pytest.approx(plain, rel=1e-6)
 
 
 def test_branches_interact_only_with_coupling():
@@ -293,9 +340,10 @@ def test_config_errors_name_the_field():
     from anobench.generation.errors import GenerationInputError
 
     with pytest.raises(GenerationInputError) as err:
-        DualAnoDiffConfig(scheduler="euler", resolution=30, mask_extractor="u2net")
+        DualAnoDiffConfig(scheduler="euler", resolution=30, mask_extractor="u2net", mask_loss_weight=-1)
     text = str(err.value)
     assert "scheduler='euler'" in text and "resolution=30" in text and "u2net_weights" in text
+    assert "mask_loss_weight=-1" in text
 
 
 def golden_model(bcm: bool):

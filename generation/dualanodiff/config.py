@@ -76,6 +76,8 @@ class DualAnoDiffConfig(GeneratorConfig):
             cross-branch module starts at zero (``offline_base``'s docstring); False: the earlier
             recipe (texture blobs as part-like images, no labels, the released init).
         offline_ema: save the offline base UNet's EMA weights.
+        mask_loss_weight: not in the release (0 = its plain MSE): the fine-tune's error under the
+            anomaly mask counts ``1 + mask_loss_weight`` times (``trainer.dual_loss``).
         cache_dir: where offline bases and trained adapters are cached (None: ~/.cache/anobench).
         device: torch device for fit/sample (None: CUDA when available, else CPU).
     """
@@ -123,6 +125,7 @@ class DualAnoDiffConfig(GeneratorConfig):
     offline_text_layers: int = 4
     offline_branch_labels: bool = True
     offline_ema: bool = True
+    mask_loss_weight: float = 0.0
     cache_dir: str | None = None
     device: str | None = None
 
@@ -150,6 +153,8 @@ class DualAnoDiffConfig(GeneratorConfig):
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.mask_loss_weight < 0:
+            problems.append(f"mask_loss_weight={self.mask_loss_weight}: must be at least 0")
         if self.resolution % 8:
             problems.append(f"resolution={self.resolution}: must be a multiple of 8")
         if not 0 <= self.u2net_threshold < 1:

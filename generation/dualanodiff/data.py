@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -103,6 +104,16 @@ def background_conditions(
     return [background_condition(im, background_colour) for im in images]
 
 
+class PairBatch(NamedTuple):
+    """One training batch: targets in [-1, 1], per-sample prompts, BCM backgrounds, masks in {0, 1}."""
+
+    wholes: torch.Tensor  # B x 3 x H x W
+    parts: torch.Tensor  # B x 3 x H x W
+    prompts: list[tuple[str, str]]
+    backgrounds: torch.Tensor | None  # B x 3 x H x W (BCM)
+    masks: torch.Tensor  # B x 1 x H x W
+
+
 @dataclass
 class PairData:
     """The few-shot training pairs of one model, in memory at the training resolution."""
@@ -115,11 +126,9 @@ class PairData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batch(
-        self, indices: list[int], generator: torch.Generator, flips: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]], torch.Tensor | None]:
-        """Whole targets, part targets, prompts and backgrounds of ``indices``, same flips per sample."""
-        wholes, parts, backs = [], [], []
+    def batch(self, indices: list[int], generator: torch.Generator, flips: bool) -> PairBatch:
+        """Whole and part targets, prompts, backgrounds and masks of ``indices``, same flips per sample."""
+        wholes, parts, backs, masks = [], [], [], []
         for i in indices:
             image, mask = self.images[i], self.masks[i]
             back = self.backgrounds[i] if self.backgrounds is not None else None
@@ -133,8 +142,10 @@ class PairData:
             wholes.append(image)
             parts.append(image * mask)
             backs.append(back)
+            masks.append(mask)
         background = torch.stack(backs) if self.backgrounds is not None else None
-        return torch.stack(wholes), torch.stack(parts), [self.prompts[i] for i in indices], background
+        prompts = [self.prompts[i] for i in indices]
+        return PairBatch(torch.stack(wholes), torch.stack(parts), prompts, background, torch.stack(masks))
 
 
 def load_pair_data(

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from anobench.generation.dualanodiff.components import Components
 from anobench.generation.dualanodiff.config import DualAnoDiffConfig
-from anobench.generation.dualanodiff.data import PairData
+from anobench.generation.dualanodiff.data import PairBatch, PairData
 from anobench.generation.dualanodiff.dual_unet import DualAnoDiffModel
 
 WEIGHTS, OPTIMIZER, STATE, CONFIG = (
@@ -74,32 +74,39 @@ def dual_loss(
     model: DualAnoDiffModel,
     vae: Any,
     noise_scheduler: Any,
-    batch: tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]], torch.Tensor | None],
+    batch: PairBatch,
     g: torch.Generator,
+    mask_loss_weight: float = 0.0,
 ) -> torch.Tensor:
     """Epsilon-MSE of one batch over both branches (``forward``: the model, possibly DDP-wrapped).
 
     Pairs are interleaved ``[whole_0, part_0, whole_1, part_1, ...]``, both members of a pair share
     the timestep and get independent noise; BCM backgrounds are encoded without the scaling
-    factor (as the released code) and noised to the pair's timestep.
+    factor (as the released code) and noised to the pair's timestep. With ``mask_loss_weight`` w > 0
+    (not in the release) the squared error of latent pixels under the anomaly mask (max-pooled to
+    the latent grid) counts 1 + w times, in both branches, and the mean is over the weights.
     """
-    wholes, parts, prompts, backgrounds = batch
     device = vae.device
     with torch.no_grad():
-        targets = torch.stack([wholes, parts], dim=1).flatten(0, 1)
+        targets = torch.stack([batch.wholes, batch.parts], dim=1).flatten(0, 1)
         latents = encode_latents(vae, targets, g)
         noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
         n_train = noise_scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_train, (len(wholes),), generator=g).repeat_interleave(2).to(device)
+        t = torch.randint(0, n_train, (len(batch.wholes),), generator=g).repeat_interleave(2).to(device)
         noisy = noise_scheduler.add_noise(latents, noise, t)
         noisy_bg = None
         if model.bcm:
-            bg = encode_latents(vae, backgrounds, g, scale=False)  # unscaled, as the released code
+            bg = encode_latents(vae, batch.backgrounds, g, scale=False)  # unscaled, as the released code
             bg_noise = torch.randn(bg.shape, generator=g).to(device, bg.dtype)
             noisy_bg = noise_scheduler.add_noise(bg, bg_noise, t[::2])
-    embeds = model.encode_prompts([p for pair in prompts for p in pair])
+    embeds = model.encode_prompts([p for pair in batch.prompts for p in pair])
     pred = forward(noisy, t, embeds, noisy_bg)
-    return F.mse_loss(pred.float(), noise.float())
+    if not mask_loss_weight:
+        return F.mse_loss(pred.float(), noise.float())
+    factor = batch.masks.shape[-1] // latents.shape[-1]
+    weight = 1 + mask_loss_weight * F.max_pool2d(batch.masks.float(), factor).repeat_interleave(2, dim=0)
+    weight = weight.to(device)
+    return (weight * (pred.float() - noise.float()) ** 2).mean() / weight.mean()
 
 
 def _atomic_dir(final: Path) -> Path:
@@ -282,7 +289,15 @@ def train_dual(
         )
         batch = data.batch(indices, g, config.flips)
         with accelerator.autocast():
-            loss = dual_loss(wrapped, accelerator.unwrap_model(wrapped), vae, noise_scheduler, batch, g)
+            loss = dual_loss(
+                wrapped,
+                accelerator.unwrap_model(wrapped),
+                vae,
+                noise_scheduler,
+                batch,
+                g,
+                mask_loss_weight=config.mask_loss_weight,
+            )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"dual fine-tune: loss is {loss.item()} at step {step}")
         accelerator.backward(loss)
