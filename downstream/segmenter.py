@@ -8,7 +8,12 @@ connections, and a 3x3 output conv. ``base_width`` b is 64 in the paper protocol
 ``gradient_checkpointing`` keeps only each conv-BN-ReLU unit's input during the forward pass and
 recomputes the unit in the backward pass (``torch.utils.checkpoint``, non-reentrant): the outputs and
 gradients are the same, the BatchNorm running statistics are updated once (the recomputation
-restores them), at the cost of a second forward pass.
+restores them), at the cost of a second forward pass. With ``unit_chunk`` as well, every unit runs
+on chunks of that many images (:class:`ChunkedUnit`) while BatchNorm still normalises over the whole
+batch: the forward pass is the plain one, the backward pass recomputes each chunk's convolution twice
+(the two sums BatchNorm's gradient needs over the batch, then the gradients), so a unit's working
+memory is its input, output and their gradients plus one chunk's temporaries; gradients equal the
+plain ones up to float rounding.
 
 Example:
     >>> import torch
@@ -59,9 +64,11 @@ class DiscriminativeUNet(nn.Module):
         out_channels: int = 2,
         base_width: int = 64,
         gradient_checkpointing: bool = False,
+        unit_chunk: int | None = None,
     ) -> None:
         super().__init__()
         self.gradient_checkpointing = gradient_checkpointing
+        self.unit_chunk = unit_chunk
         b = base_width
         widths = [b, 2 * b, 4 * b, 8 * b, 8 * b, 8 * b]
         self.encoder = nn.ModuleList()
@@ -79,7 +86,10 @@ class DiscriminativeUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (B, 2, H, W): channel 1 is "anomalous"."""
-        run = _checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else _plain
+        run = _plain
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            chunked = self.unit_chunk and self.training  # its backward pass assumes batch statistics
+            run = partial(_chunked, chunk=self.unit_chunk) if chunked else _checkpointed
         skips = []
         for i, block in enumerate(self.encoder):
             x = run(block, x, pool=i > 0)
@@ -124,6 +134,105 @@ def _restored_buffers(module: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for buffer, value in saved:
                 buffer.copy_(value)
+
+
+def _chunked(
+    block: nn.Sequential,
+    x: torch.Tensor,
+    skip: torch.Tensor | None = None,
+    pool: bool = False,
+    chunk: int = 1,
+) -> torch.Tensor:
+    """:func:`_plain` with every conv-BN-ReLU unit a :class:`ChunkedUnit` of ``chunk`` images."""
+    first = len(block) % 3 + 3
+    units = [block[:first], *(block[i : i + 3] for i in range(first, len(block), 3))]
+    for k, unit in enumerate(units):
+        conv, norm = unit[-3], unit[-2]
+        pre = partial(_plain, unit[:-3], pool=pool and k == 0)  # an empty Sequential is the identity
+        params = (conv.weight, conv.bias, norm.weight, norm.bias)
+        x = ChunkedUnit.apply(x, skip if k == 0 else None, *params, conv, norm, pre, chunk)
+    return x
+
+
+class ChunkedUnit(torch.autograd.Function):
+    """``relu(batch_norm(conv(pre(x, skip))))`` computed ``chunk`` images at a time.
+
+    ``pre(x, skip)`` is a per-image operation (max-pooling, concatenation with ``skip``,
+    upsampling). The forward pass writes the convolution's output chunk by chunk and applies the
+    module's BatchNorm to the whole batch (running statistics updated as by the plain unit). It
+    saves the unit's input and output; the backward pass recomputes each chunk's convolution to sum
+    ``g`` and ``g * x_hat`` over the batch (``g``: the output gradient where the ReLU passed), then
+    recomputes it again to back-propagate BatchNorm's batch gradient
+    ``gamma / sigma * (g - mean(g) - x_hat * mean(g * x_hat))`` through the chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, x, skip, weight, bias, gamma, beta, conv, norm, pre, chunk):  # noqa: D102
+        with torch.no_grad():
+            y = None
+            for start, x_c, s_c in _chunks(x, skip, chunk):
+                y_c = conv(pre(x_c, s_c))
+                y = y_c.new_empty((len(x), *y_c.shape[1:])) if y is None else y
+                y[start : start + len(y_c)] = y_c
+            var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=0)
+            out = norm(y).relu_()
+        ctx.conv, ctx.pre, ctx.chunk, ctx.eps = conv, pre, chunk, norm.eps
+        ctx.save_for_backward(x, skip, out, mean, var, gamma)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        x, skip, out, mean, var, gamma = ctx.saved_tensors
+        passed = out > 0  # where the ReLU let the gradient through (a quarter of ``out``'s memory)
+        del out
+        conv, pre, chunk = ctx.conv, ctx.pre, ctx.chunk
+        shape = (1, -1, 1, 1)
+        mean, invstd = mean.view(shape), (var + ctx.eps).rsqrt().view(shape)
+        count = passed.numel() // passed.shape[1]
+        sum_g = torch.zeros_like(mean.flatten())
+        sum_gx = torch.zeros_like(sum_g)
+        with torch.no_grad():
+            for start, x_c, s_c in _chunks(x, skip, chunk):
+                g = _relu_grad(grad_out, passed, start, chunk)
+                x_hat = (conv(pre(x_c, s_c)) - mean) * invstd
+                sum_g += g.sum(dim=(0, 2, 3))
+                sum_gx += (g * x_hat).sum(dim=(0, 2, 3))
+        mean_g, mean_gx = (sum_g / count).view(shape), (sum_gx / count).view(shape)
+        scale = gamma.view(shape) * invstd
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        grad_skip = torch.empty_like(skip) if skip is not None and ctx.needs_input_grad[1] else None
+        grad_w, grad_b = torch.zeros_like(conv.weight), torch.zeros_like(conv.bias)
+        for start, x_c, s_c in _chunks(x, skip, chunk):
+            inputs = [t.detach().requires_grad_() if t is not None else None for t in (x_c, s_c)]
+            with torch.enable_grad():
+                y = conv(pre(*inputs))
+            with torch.no_grad():
+                g = _relu_grad(grad_out, passed, start, chunk)
+                grad_y = (g - mean_g - (y - mean) * invstd * mean_gx) * scale
+            wrt = [t for t in inputs if t is not None] + [conv.weight, conv.bias]
+            grads = torch.autograd.grad(y, wrt, grad_y)
+            end = start + len(x_c)
+            if grad_x is not None:
+                grad_x[start:end] = grads[0]
+            if grad_skip is not None:
+                grad_skip[start:end] = grads[1]
+            grad_w += grads[-2]
+            grad_b += grads[-1]
+        return grad_x, grad_skip, grad_w, grad_b, sum_gx, sum_g, None, None, None, None
+
+
+def _chunks(
+    x: torch.Tensor, skip: torch.Tensor | None, chunk: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """(first index, x chunk, skip chunk or None) of every ``chunk`` images."""
+    for start in range(0, len(x), chunk):
+        yield start, x[start : start + chunk], None if skip is None else skip[start : start + chunk]
+
+
+def _relu_grad(grad_out: torch.Tensor, passed: torch.Tensor, start: int, chunk: int) -> torch.Tensor:
+    """The output gradient of one chunk where the ReLU let it through."""
+    end = start + chunk
+    return grad_out[start:end] * passed[start:end]
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -105,7 +105,9 @@ class DraemUNet(Segmenter):
     def build(self, protocol: SegmenterConfig) -> nn.Module:
         """``DiscriminativeUNet`` of width ``protocol.base_width``."""
         return DiscriminativeUNet(
-            base_width=protocol.base_width, gradient_checkpointing=protocol.gradient_checkpointing
+            base_width=protocol.base_width,
+            gradient_checkpointing=protocol.gradient_checkpointing,
+            unit_chunk=protocol.unit_chunk,
         )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from anobench.downstream.errors import DownstreamInputError
+from anobench.downstream.offload import offloaded_activations
 from anobench.downstream.segmenter import image_scores
 from anobench.downstream.segmenters import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 from anobench.generation.base import load_rgb, read_mask, resize_mask
@@ -70,6 +72,10 @@ class SegmenterConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: same results
     grad_accum: int = 1  # micro-batches per optimisation step (BatchNorm then sees micro-batches)
     channels_last: bool = False  # NHWC tensors: faster convolutions on CPU, float rounding differs
+    # draem-unet with gradient_checkpointing: each conv-BN-ReLU unit on chunks of this many images,
+    # BatchNorm still over the whole batch (float rounding differs); None: the whole batch at once
+    unit_chunk: int | None = None
+    offload_activations: bool = False  # what autograd saves for the backward pass goes to disk: same results
 
     def __post_init__(self) -> None:
         self.lr_milestones = tuple(self.lr_milestones)
@@ -108,6 +114,11 @@ class SegmenterConfig:
             )
         if not 0.0 < self.val_fraction < 1.0:
             raise DownstreamInputError(f"segmenter.val_fraction={self.val_fraction}: must be in (0, 1)")
+        if self.unit_chunk is not None and (self.unit_chunk < 1 or not self.gradient_checkpointing):
+            raise DownstreamInputError(
+                f"segmenter.unit_chunk={self.unit_chunk}: needs segmenter.gradient_checkpointing=true "
+                "and a chunk of at least 1 image"
+            )
         if self.grad_accum > self.batch_size:
             raise DownstreamInputError(
                 f"segmenter.grad_accum={self.grad_accum}: must be at most "
@@ -117,12 +128,12 @@ class SegmenterConfig:
     def hash_fields(self) -> dict[str, object]:
         """The fields that decide the results, for job keys.
 
-        ``gradient_checkpointing`` (same results) is left out, ``grad_accum`` and ``channels_last``
-        when at their defaults, so job keys made before these knobs existed stay valid.
+        ``gradient_checkpointing`` and ``offload_activations`` (same results) are left out, the other
+        knobs when at their defaults, so job keys made before these knobs existed stay valid.
         """
         fields = dataclasses.asdict(self)
-        del fields["gradient_checkpointing"]
-        for name, default in (("grad_accum", 1), ("channels_last", False)):
+        del fields["gradient_checkpointing"], fields["offload_activations"]
+        for name, default in (("grad_accum", 1), ("channels_last", False), ("unit_chunk", None)):
             if fields[name] == default:
                 del fields[name]
         return fields
@@ -334,9 +345,10 @@ def train_step(
         part_images = part_images.to(device)
         if config.channels_last:
             part_images = part_images.contiguous(memory_format=torch.channels_last)
-        loss = segmenter.loss(model, part_images, part_masks.to(device), config.focal_gamma)
-        share = len(part_images) / len(images)
-        (loss if parts == 1 else loss * share).backward()
+        with offloaded_activations() if config.offload_activations else nullcontext():
+            loss = segmenter.loss(model, part_images, part_masks.to(device), config.focal_gamma)
+            share = len(part_images) / len(images)
+            (loss if parts == 1 else loss * share).backward()
         total += loss.item() * share
     optimizer.step()
     return total

@@ -1,4 +1,4 @@
-"""The segmenter's memory knobs: gradient checkpointing, gradient accumulation, channels_last."""
+"""The segmenter's memory knobs: checkpointing (whole or chunked units), accumulation, NHWC, offload."""
 
 import copy
 import dataclasses
@@ -16,7 +16,7 @@ from anobench.downstream.segmenters import Segmenter, create_segmenter
 from anobench.downstream.training import SegmenterConfig, predict_tensor, train_segmenter, train_step
 
 TINY = dict(image_size=32, base_width=4, epochs=1, samples_per_epoch=6, batch_size=3, device="cpu")
-KNOBS = ("gradient_checkpointing", "grad_accum", "channels_last")
+KNOBS = ("gradient_checkpointing", "grad_accum", "channels_last", "unit_chunk", "offload_activations")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,49 @@ def test_checkpointing_gives_the_same_gradients_and_updates_batchnorm_once():
         assert torch.equal(p, q), name
     with torch.no_grad():  # eval and no_grad run the plain path
         torch.testing.assert_close(checkpointed.eval()(images), plain.eval()(images))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])  # 5 images: chunks of 1, of 2+2+1, the whole batch
+def test_chunked_units_give_the_full_batch_gradients_and_statistics(chunk):
+    # float64: the chunked backward pass is the plain one's mathematics, so they agree to 1e-10
+    # (in float32 BatchNorm amplifies the convolutions' chunk-dependent rounding)
+    torch.manual_seed(0)
+    plain = DiscriminativeUNet(base_width=4).double()
+    chunked = DiscriminativeUNet(base_width=4, gradient_checkpointing=True, unit_chunk=chunk).double()
+    chunked.load_state_dict(plain.state_dict())
+    images = torch.rand(5, 3, 64, 64, dtype=torch.float64)
+    masks = (torch.rand(5, 64, 64) > 0.9).double()
+    for net in (plain, chunked):
+        focal_loss(net(images), masks).backward()
+    for (name, p), q in zip(plain.named_parameters(), chunked.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+    for (name, p), q in zip(plain.named_buffers(), chunked.buffers(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-12, atol=1e-12, msg=name)  # updated once
+    with torch.no_grad():
+        torch.testing.assert_close(chunked.eval()(images), plain.eval()(images), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_offloaded_activations_give_bitwise_the_same_gradients_and_clean_up(channels_last):
+    from anobench.downstream.offload import offloaded_activations
+
+    torch.manual_seed(0)
+    plain = DiscriminativeUNet(base_width=4)
+    offloaded = copy.deepcopy(plain)
+    images, masks = torch.rand(3, 3, 64, 64), (torch.rand(3, 64, 64) > 0.9).float()
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+        plain, offloaded = (net.to(memory_format=torch.channels_last) for net in (plain, offloaded))
+    focal_loss(plain(images), masks).backward()
+    with offloaded_activations(min_bytes=4096) as folder:
+        loss = focal_loss(offloaded(images), masks)
+        assert len(list(folder.iterdir())) > 10  # the saved activations are on disk
+        loss.backward()
+        del loss
+        assert not list(folder.iterdir())  # each file goes once autograd releases it
+    assert not folder.exists()
+    for p, q in zip(plain.parameters(), offloaded.parameters(), strict=True):
+        assert torch.equal(q.grad, p.grad)
 
 
 def test_checkpointed_training_equals_plain_training(nut_inputs):
@@ -82,11 +125,15 @@ def test_accumulated_gradient_equals_the_full_batch(accum):
     assert any(g.abs().max() > 0 for g in full)
 
 
-def test_channels_last_trains_to_the_same_model_up_to_float_rounding(nut_inputs):
+@pytest.mark.parametrize(
+    "fields",
+    [{"channels_last": True}, {"gradient_checkpointing": True, "unit_chunk": 2, "offload_activations": True}],
+)
+def test_memory_knobs_train_to_the_same_model_up_to_float_rounding(nut_inputs, fields):
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     maps = []
-    for fields in ({}, {"channels_last": True}):
-        model = train_segmenter(*nut_inputs, SegmenterConfig(**TINY, **fields), 0, progress=False)
+    for knobs in ({}, fields):
+        model = train_segmenter(*nut_inputs, SegmenterConfig(**TINY, **knobs), 0, progress=False)
         maps.append(predict_tensor(model, images, pool_kernel=3)[0])
     torch.testing.assert_close(maps[1], maps[0], rtol=1e-3, atol=1e-4)
 
@@ -97,6 +144,8 @@ def test_memory_knobs_are_validated_in_one_line(nut_inputs):
         ("segmenter.grad_accum=32", "segmenter.grad_accum=32: must be at most segmenter.batch_size=16"),
         ("segmenter.gradient_checkpointing=sometimes", "segmenter.gradient_checkpointing: Input should be"),
         ("segmenter.channels_last=1", "segmenter.channels_last: Input should be a valid boolean"),
+        ("segmenter.unit_chunk=4", "segmenter.unit_chunk=4: needs segmenter.gradient_checkpointing=true"),
+        ("segmenter.unit_chunk=0", "segmenter.unit_chunk=0: needs .* a chunk of at least 1 image"),
     ]:
         with pytest.raises(ConfigError, match=message) as info:
             load_config("quick", [override])
@@ -123,7 +172,9 @@ def test_job_keys_change_only_with_knobs_that_change_results():
         )
 
     assert key(gradient_checkpointing=True) == before  # same results, same key
+    assert key(offload_activations=True) == before
     assert key(grad_accum=2) != before and key(channels_last=True) != before
+    assert key(gradient_checkpointing=True, unit_chunk=4) != before  # float rounding differs
     # at their defaults the knobs leave the key as it was before they existed
     fields = dataclasses.asdict(config.segmenter)
     assert config.segmenter.hash_fields() == {k: v for k, v in fields.items() if k not in KNOBS}

@@ -184,10 +184,16 @@ def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_r
     assert first["reference"]["per_type"]["nut"]["scratch"][KEY_NN_DISTANCE] > 1.0
     for defect, values in PINNED.items():
         for key, value in values.items():
-            assert first["per_type"]["nut"][defect][key] == pytest.approx(value, rel=1e-4), (defect, key)
+            assert first["per_type"]["nut"][defect][key] == pytest.approx(value, rel=1e-4, abs=1e-4), (
+                defect,
+                key,
+            )
     for defect, values in PINNED_REFERENCE.items():
         for key, value in values.items():
-            assert first["reference"]["per_type"]["nut"][defect][key] == pytest.approx(value, rel=1e-4)
+            # abs: a KID near 0 is a difference of large sums, its last digits vary with the CPU
+            assert first["reference"]["per_type"]["nut"][defect][key] == pytest.approx(
+                value, rel=1e-4, abs=1e-4
+            )
     # a copy adheres exactly as its real original does under the same (cached) detector
     train = [nut_split.absolute(p) for p in nut_split.train_good]
     originals = CategoryDetector(small_detector(), "nut", train, cache).score_pairs(

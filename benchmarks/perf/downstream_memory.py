@@ -67,6 +67,14 @@ VARIANTS: dict[str, dict[str, object] | None] = {  # name: segmenter.* fields (N
     "ckpt+channels-last+accum2": {"gradient_checkpointing": True, "channels_last": True, "grad_accum": 2},
     "ckpt+accum4": {"gradient_checkpointing": True, "grad_accum": 4},
     "ckpt+accum4+eval4": {"gradient_checkpointing": True, "grad_accum": 4, "eval_batch_size": 4},
+    "ckpt+offload": {"gradient_checkpointing": True, "offload_activations": True},
+    "ckpt+chunk2": {"gradient_checkpointing": True, "unit_chunk": 2},
+    "ckpt+chunk2+offload+eval4": {
+        "gradient_checkpointing": True,
+        "unit_chunk": 2,
+        "offload_activations": True,
+        "eval_batch_size": 4,
+    },
     "ckpt+channels-last+accum4+eval4": {
         "gradient_checkpointing": True,
         "channels_last": True,
