@@ -11,7 +11,7 @@ from PIL import Image
 
 from anobench.generation.dualanodiff import offline_base as ob
 from anobench.generation.dualanodiff.components import build_offline_components
-from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.config import OFFLINE_MASK_LOSS_WEIGHT, DualAnoDiffConfig
 from anobench.generation.dualanodiff.dual_unet import DualAnoDiffModel, branch_labels
 from anobench.generation.dualanodiff.generator import DualAnoDiff
 
@@ -131,3 +131,21 @@ def test_earlier_recipe_has_no_class_embeddings_and_its_own_cache_key(normal_ima
         for flags in ({}, {"offline_ema": False}, {"offline_branch_labels": False})
     }
     assert len(keys) == 3
+
+
+def test_mask_loss_weight_is_on_for_the_offline_recipe_only(tmp_path, monkeypatch):
+    from anobench.generation.dualanodiff import trainer
+    from anobench.generation.dualanodiff.data import PairData
+
+    assert DualAnoDiffConfig(**TINY_BASE).mask_loss_weight == OFFLINE_MASK_LOSS_WEIGHT
+    assert DualAnoDiffConfig(**TINY_BASE, offline_branch_labels=False).mask_loss_weight == 0.0  # quick's
+    assert DualAnoDiffConfig(pretrained_model_name_or_path="sd15").mask_loss_weight == 0.0  # as released
+    assert DualAnoDiffConfig(**TINY_BASE, mask_loss_weight=3.0).mask_loss_weight == 3.0
+    # the fine-tune's loss gets it
+    seen = []
+    loss = trainer.dual_loss
+    monkeypatch.setattr(trainer, "dual_loss", lambda *a, **kw: seen.append(kw) or loss(*a, **kw))
+    config = DualAnoDiffConfig(**TINY_BASE)
+    data = PairData(torch.zeros(2, 3, 16, 16), torch.ones(2, 1, 16, 16), [("a vfx with sks", "sks")] * 2)
+    trainer.train_dual(ob.untrained_base(config), data, config, tmp_path, progress=False, stop_after=1)
+    assert seen == [{"mask_loss_weight": OFFLINE_MASK_LOSS_WEIGHT}]

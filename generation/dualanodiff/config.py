@@ -30,6 +30,8 @@ CATEGORY_DEFAULTS: dict[bool, dict[str, dict[str, Any]]] = {
     False: {"cable": {"flips": False}},
     True: {"screw": {"guidance_scale": 1.2, "background_every": 10}},
 }
+#: The offline recipe's ``mask_loss_weight`` (README, "Offline DualAnoDiff quality").
+OFFLINE_MASK_LOSS_WEIGHT = 10.0
 #: Fields whose None means "the released value for this variant and category".
 CATEGORY_FIELDS = ("train_batch_size", "guidance_scale", "num_inference_steps", "flips", "background_every")
 
@@ -77,7 +79,8 @@ class DualAnoDiffConfig(GeneratorConfig):
             recipe (texture blobs as part-like images, no labels, the released init).
         offline_ema: save the offline base UNet's EMA weights.
         mask_loss_weight: not in the release (0 = its plain MSE): the fine-tune's error under the
-            anomaly mask counts ``1 + mask_loss_weight`` times (``trainer.dual_loss``).
+            anomaly mask counts ``1 + mask_loss_weight`` times (``trainer.dual_loss``). None: 10 for
+            the offline recipe (offline with ``offline_branch_labels``), else 0 as released.
         cache_dir: where offline bases and trained adapters are cached (None: ~/.cache/anobench).
         device: torch device for fit/sample (None: CUDA when available, else CPU).
     """
@@ -125,7 +128,7 @@ class DualAnoDiffConfig(GeneratorConfig):
     offline_text_layers: int = 4
     offline_branch_labels: bool = True
     offline_ema: bool = True
-    mask_loss_weight: float = 0.0
+    mask_loss_weight: float | None = None
     cache_dir: str | None = None
     device: str | None = None
 
@@ -153,6 +156,9 @@ class DualAnoDiffConfig(GeneratorConfig):
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.mask_loss_weight is None:
+            recipe = self.offline and self.offline_branch_labels
+            self.mask_loss_weight = OFFLINE_MASK_LOSS_WEIGHT if recipe else 0.0
         if self.mask_loss_weight < 0:
             problems.append(f"mask_loss_weight={self.mask_loss_weight}: must be at least 0")
         if self.resolution % 8:
