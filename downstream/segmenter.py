@@ -112,12 +112,16 @@ def _checkpointed(
     block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor | None = None, pool: bool = False
 ) -> torch.Tensor:
     """:func:`_plain` with one checkpoint per conv-BN-ReLU unit (an upsampling rides with the first)."""
-    first = len(block) % 3 + 3
-    units = [block[:first], *(block[i : i + 3] for i in range(first, len(block), 3))]
-    for k, unit in enumerate(units):
+    for k, unit in enumerate(_units(block)):
         extra = (skip, pool) if k == 0 else (None, False)
         x = checkpoint(_plain, unit, x, *extra, use_reentrant=False, context_fn=partial(_contexts, unit))
     return x
+
+
+def _units(block: nn.Sequential) -> list[nn.Sequential]:
+    """The conv-BN-ReLU units of a block (an upsampling rides with the first)."""
+    first = len(block) % 3 + 3
+    return [block[:first], *(block[i : i + 3] for i in range(first, len(block), 3))]
 
 
 def _contexts(unit: nn.Module) -> tuple[AbstractContextManager, AbstractContextManager]:
@@ -144,9 +148,7 @@ def _chunked(
     chunk: int = 1,
 ) -> torch.Tensor:
     """:func:`_plain` with every conv-BN-ReLU unit a :class:`ChunkedUnit` of ``chunk`` images."""
-    first = len(block) % 3 + 3
-    units = [block[:first], *(block[i : i + 3] for i in range(first, len(block), 3))]
-    for k, unit in enumerate(units):
+    for k, unit in enumerate(_units(block)):
         conv, norm = unit[-3], unit[-2]
         pre = partial(_plain, unit[:-3], pool=pool and k == 0)  # an empty Sequential is the identity
         params = (conv.weight, conv.bias, norm.weight, norm.bias)
