@@ -182,6 +182,51 @@ def test_lora_sets_are_per_branch():
             assert grad0 == 0.0
 
 
+def test_fused_cross_branch_module_equals_the_five_projections():
+    from anobench.generation.dualanodiff.attention import CrossBranchAttention
+
+    torch.manual_seed(0)
+    module = CrossBranchAttention(24).double()
+    for param in module.parameters():  # biases and LayerNorm affine non-trivial too
+        param.data.normal_(0, 0.3)
+    x = torch.randn(6, 5, 24, dtype=torch.float64)
+    with torch.no_grad():
+        explicit = module(x)
+        module.fused = module.fuse()
+        fused = module(x)
+    assert explicit.abs().max() > 0.1
+    torch.testing.assert_close(fused, explicit, rtol=0, atol=1e-12)
+    # (a pair's tokens interact: changing one token of pair 0 moves both, not pair 1)
+    changed = x.clone()
+    changed[1] += torch.randn(5, 24, dtype=torch.float64)  # (not a constant: LayerNorm removes it)
+    with torch.no_grad():
+        moved = module(changed) - fused
+    assert moved[0].abs().max() > 1e-3 and moved[2:].abs().max() == 0.0
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        module(x)
+
+
+def test_fused_sampling_matches_the_unfused_pipeline_and_guards_its_weights():
+    from anobench.generation.dualanodiff.attention import dual_processors
+
+    pipe, _ = golden_pipeline(bcm=False)
+    explicit = sample(pipe, [5, 6], num_inference_steps=2, output_type="pt")
+    pipe.fuse_cross_branch()
+    saims = [p.saim for p in dual_processors(pipe.unet)]
+    assert saims and all(m.fused is not None for m in saims)
+    fused = sample(pipe, [5, 6], num_inference_steps=2, output_type="pt")
+    for a, b in zip(fused.to_tuple(), explicit.to_tuple(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)  # measured 6e-7; 0.1 % off SAIM: 3e-6
+    # a weight changed after fusing (an optimizer step, load_state_dict) is an error, not stale samples
+    with torch.no_grad():
+        saims[0].to_v.weight.mul_(1.01)
+    with pytest.raises(RuntimeError, match="changed since they were fused"):
+        sample(pipe, [5], num_inference_steps=1)
+    pipe.unfuse_cross_branch()
+    assert all(m.fused is None for m in saims)
+    sample(pipe, [5], num_inference_steps=1)
+
+
 def test_bcm_starts_as_identity_of_the_plain_model():
     from anobench.generation.dualanodiff.attention import dual_processors
 

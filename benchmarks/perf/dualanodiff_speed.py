@@ -15,7 +15,8 @@ plain diffusers ``UNet2DConditionModel`` + LoRA step on the same 2P latents (the
 targets), LoRA as ``train_dreambooth_lora.py --train_text_encoder`` adds it (peft, rank 32 on
 ``to_q/k/v/out.0`` and the text encoder's ``q/k/v/out_proj``, its default AdamW); and sampling one
 pair against a plain ``StableDiffusionPipeline`` with that LoRA drawing the two images (whole and
-part prompt) with the same steps and guidance.
+part prompt) with the same steps and guidance, the dual pipeline with its cross-branch modules as
+trained (``dual``) and fused as the generator samples (``dual fused``).
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def time_sampling(
         model, parts.vae.to(device, dtype), sampling_scheduler(scheduler, parts.scheduler_config)
     )
     pipe.set_progress_bar_config(disable=True)
+    pipe.fuse_cross_branch()  # as the generator samples
     size = {"height": resolution, "width": resolution, "num_images_per_prompt": pairs, "output_type": "pt"}
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         pipe(*PROMPTS, num_inference_steps=2, **size)  # warm-up
@@ -342,16 +344,25 @@ def sd15_overhead(pairs: int = 1, resolution: int = 128, repeats: int = 5, sampl
         "output_type": "pt",
     }
 
-    def dual_pair(r: int) -> None:
-        plain.use(False)
-        dual_pipe(*PROMPTS, generator=torch.Generator().manual_seed(r), guidance_scale=2.5, **size)
+    saims = [p.saim for p in plain.dual_processors.values()]  # (the UNet may be in plain mode now)
+    composed = [m.fuse() for m in saims]  # what DualAnoDiffPipeline.fuse_cross_branch() sets
+
+    def dual_pair(fused: bool) -> Any:
+        def run(r: int) -> None:
+            plain.use(False)
+            for module, weights in zip(saims, composed, strict=True):
+                module.fused = weights if fused else None
+            dual_pipe(*PROMPTS, generator=torch.Generator().manual_seed(r), guidance_scale=2.5, **size)
+
+        return run
 
     def plain_pair(r: int) -> None:
         plain.use(True)
         plain_pipe(list(PROMPTS), generator=torch.Generator().manual_seed(r), guidance_scale=2.5, **size)
 
     with torch.no_grad():
-        sample = interleaved({"dual": dual_pair, "plain": plain_pair}, max(2, repeats // 2))
+        runs = {"dual": dual_pair(False), "dual fused": dual_pair(True), "plain": plain_pair}
+        sample = interleaved(runs, max(2, repeats // 2))
     report("sample pair", sample, f"{sample_steps} PNDM steps, CFG 2.5, {resolution}px, fp32")
 
 
@@ -368,15 +379,18 @@ def interleaved(runs: dict[str, Any], repeats: int, warmup: int = 1) -> dict[str
 
 
 def report(what: str, times: dict[str, list[float]], setting: str) -> None:
-    """One line: dual and plain min / median and their ratios."""
-    dual, plain = times["dual"], times["plain"]
-    print(
-        f"sd15-arch {what} ({setting}, {torch.get_num_threads()} threads, {len(dual)} repeats): "
-        f"dual min {min(dual):.2f} s (median {statistics.median(dual):.2f}), "
-        f"plain LoRA min {min(plain):.2f} s "
-        f"(median {statistics.median(plain):.2f}); dual/plain {min(dual) / min(plain):.2f}x by min, "
-        f"{statistics.median(dual) / statistics.median(plain):.2f}x by median"
-    )
+    """One line per dual variant: its min / median against plain LoRA's, and their ratios."""
+    plain = times["plain"]
+    for name, dual in times.items():
+        if name == "plain":
+            continue
+        print(
+            f"sd15-arch {what} ({setting}, {torch.get_num_threads()} threads, {len(dual)} repeats): "
+            f"{name} min {min(dual):.2f} s (median {statistics.median(dual):.2f}), "
+            f"plain LoRA min {min(plain):.2f} s "
+            f"(median {statistics.median(plain):.2f}); {name}/plain {min(dual) / min(plain):.2f}x by min, "
+            f"{statistics.median(dual) / statistics.median(plain):.2f}x by median"
+        )
 
 
 def adamw(repeats: int = 5) -> None:

@@ -27,12 +27,15 @@ The processors hold no per-call Python state: the pass (write or read) and the s
 inputs travel in the UNet call as ``cross_attention_kwargs={"bcm": BackgroundStore(...)}`` (as the
 released code passes ``mode`` and ``ref_dict``), so gradient checkpointing recomputes a block
 exactly as it first ran and ``torch.compile`` sees no mutable module attributes.
+
+For sampling, :func:`set_cross_branch_fused` composes each SAIM's five full-rank projections into two
+matrices (``DualAnoDiffPipeline.fuse_cross_branch``; the generator fuses before it samples).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -84,12 +87,28 @@ class BranchLoRA(nn.Module):
         self.out = LoRALinear(hidden_size, hidden_size, rank)
 
 
+def _pairs(t: torch.Tensor) -> torch.Tensor:
+    """(2P, N, C) interleaved tokens -> the (P, N, 2, C) view: the two branches per position."""
+    return t.unflatten(0, (-1, 2)).transpose(1, 2)
+
+
+class FusedCrossBranch(NamedTuple):
+    """One SAIM's projections composed for inference (see :meth:`CrossBranchAttention.fuse`)."""
+
+    score: torch.Tensor  # (C, C): P^T Wq^T Wk P / sqrt(C)
+    score_bias: torch.Tensor  # (1, C): (P^T Wk^T (Wq p + bq))^T / sqrt(C)
+    value: torch.Tensor  # (C, C): Wo Wv P
+    value_bias: torch.Tensor  # (C,): Wo (Wv p + bv) + bo
+    versions: tuple[int, ...]  # the parameters' version counters when composed
+
+
 class CrossBranchAttention(nn.Module):
     """SAIM: per position, single-head self-attention over the (whole, part) token pair.
 
     ``LayerNorm(eps=1e-6) -> Linear in -> q/k/v -> SDPA over 2 tokens -> Linear out``; full-rank
     layers with PyTorch's default init (not zero-initialised, as in the released code), so the
     module changes the output from the first step. The caller adds the result residually.
+    ``fused`` (set by :func:`set_cross_branch_fused`, inference only) runs the same map as two products.
     """
 
     def __init__(self, dim: int) -> None:
@@ -100,6 +119,7 @@ class CrossBranchAttention(nn.Module):
         self.to_k = nn.Linear(dim, dim)
         self.to_v = nn.Linear(dim, dim)
         self.proj_out = nn.Linear(dim, dim)
+        self.fused: FusedCrossBranch | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (2P, N, C) interleaved pairs; returns the (2P, N, C) update.
@@ -108,13 +128,54 @@ class CrossBranchAttention(nn.Module):
         transposed pair view they would be batched products, ~2x slower on CPU); only the
         attention sees the pairs, as (P, N, 2, C): the two branches per position.
         """
+        if self.fused is not None:
+            return self._forward_fused(x, self.fused)
         y = self.proj_in(self.norm(x))
-
-        def pairs(t: torch.Tensor) -> torch.Tensor:
-            return t.unflatten(0, (-1, 2)).transpose(1, 2)
-
-        y = F.scaled_dot_product_attention(pairs(self.to_q(y)), pairs(self.to_k(y)), pairs(self.to_v(y)))
+        y = F.scaled_dot_product_attention(_pairs(self.to_q(y)), _pairs(self.to_k(y)), _pairs(self.to_v(y)))
         return self.proj_out(y.transpose(1, 2).flatten(0, 1))
+
+    def fuse(self) -> FusedCrossBranch:
+        """The five projections as two matrices, composed in float64.
+
+        With ``n`` the normalised tokens, ``y = P n + p`` and ``q/k/v = W y + b``, the score of
+        token ``i`` for token ``j`` of its pair is ``n_i . (A n_j) + g . n_j`` plus a term that
+        does not depend on ``j`` (which the softmax cancels), ``A = P^T Wq^T Wk P`` and
+        ``g = P^T Wk^T (Wq p + bq)``; and since each row of attention weights sums to 1,
+        ``proj_out`` of the weighted values is the weighted sum of ``B n_j + c`` with
+        ``B = Wo Wv P`` and ``c = Wo (Wv p + bv) + bo``. Per token that is two C x C products
+        (A n, B n) instead of five.
+        """
+
+        def weight(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+            return layer.weight.detach().double(), layer.bias.detach().double()
+
+        (p_w, p_b), (q_w, q_b), (v_w, v_b) = weight(self.proj_in), weight(self.to_q), weight(self.to_v)
+        k_w, (o_w, o_b) = self.to_k.weight.detach().double(), weight(self.proj_out)  # bk cancels
+        scale = p_w.shape[0] ** -0.5
+        query, key = q_w @ p_w, k_w @ p_w
+        dtype = self.proj_in.weight.dtype
+        return FusedCrossBranch(
+            score=(query.T @ key * scale).to(dtype),
+            score_bias=((key.T @ (q_w @ p_b + q_b)) * scale)[None].to(dtype),
+            value=(o_w @ v_w @ p_w).to(dtype),
+            value_bias=(o_w @ (v_w @ p_b + v_b) + o_b).to(dtype),
+            versions=self._versions(),
+        )
+
+    def _versions(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.parameters())
+
+    def _forward_fused(self, x: torch.Tensor, fused: FusedCrossBranch) -> torch.Tensor:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError("the cross-branch module is fused for inference: unfuse it to train")
+        if not torch.compiler.is_compiling() and fused.versions != self._versions():
+            raise RuntimeError("the cross-branch weights changed since they were fused: fuse them again")
+        n = self.norm(x)
+        keys = F.linear(n, fused.score)
+        bias = F.linear(n, fused.score_bias).unflatten(0, (-1, 2)).permute(0, 2, 3, 1)  # (P, N, 1, 2)
+        values = F.linear(n, fused.value, fused.value_bias)
+        y = F.scaled_dot_product_attention(_pairs(n), _pairs(keys), _pairs(values), attn_mask=bias, scale=1.0)
+        return y.transpose(1, 2).flatten(0, 1)
 
 
 class BackgroundCompensation(nn.Module):
@@ -290,3 +351,10 @@ def install_dual_processors(
 def dual_processors(unet: nn.Module) -> list[DualBranchAttnProcessor]:
     """The dual processors installed on ``unet``, in a stable order."""
     return [p for p in unet.attn_processors.values() if isinstance(p, DualBranchAttnProcessor)]
+
+
+def set_cross_branch_fused(unet: nn.Module, fused: bool) -> None:
+    """Fuse (:meth:`CrossBranchAttention.fuse`) or unfuse every cross-branch module of ``unet``."""
+    for processor in dual_processors(unet):
+        if processor.saim is not None:
+            processor.saim.fused = processor.saim.fuse() if fused else None

@@ -204,6 +204,7 @@ class DualAnoDiff(Generator):
         scheduler = sampling_scheduler(cfg.scheduler, parts.scheduler_config)
         pipe = DualAnoDiffPipeline.from_model(model, parts.vae.to(device), scheduler)
         pipe.set_progress_bar_config(disable=True)
+        pipe.fuse_cross_branch()  # sampling only from here on
         self._loaded = (unit, pipe)
         return pipe
 
@@ -211,6 +212,7 @@ class DualAnoDiff(Generator):
         """The :class:`~anobench.generation.dualanodiff.pipeline.DualAnoDiffPipeline` of ``defect``'s model.
 
         Call :meth:`fit` (or :meth:`load`) first; ``save_pretrained`` writes it as a diffusers folder.
+        Its cross-branch modules are fused for sampling (``unfuse_cross_branch()`` to train it further).
         """
         self._check_defect(defect)
         return self._pipeline(self._unit_of(defect))

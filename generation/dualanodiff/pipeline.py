@@ -33,6 +33,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from anobench.generation.dualanodiff.attention import set_cross_branch_fused
 from anobench.generation.dualanodiff.data import to_tensor, to_uint8
 from anobench.generation.dualanodiff.dual_unet import (
     DualAnoDiffModel,
@@ -89,6 +90,20 @@ class DualAnoDiffPipeline(DiffusionPipeline):
     def from_model(cls, model: DualAnoDiffModel, vae: Any, scheduler: Any) -> DualAnoDiffPipeline:
         """The pipeline of a trained :class:`DualAnoDiffModel` (shares its modules, no copy)."""
         return cls(vae, model.text_encoder, model.tokenizer, model.unet, scheduler)
+
+    def fuse_cross_branch(self) -> None:
+        """Compose each cross-branch module's five projections into two, for sampling.
+
+        The same samples up to float rounding, three fewer C x C products per token and attention
+        layer (:meth:`~anobench.generation.dualanodiff.attention.CrossBranchAttention.fuse`). Fuse
+        after loading or training the weights; a weight changed since makes the next call raise,
+        and training while fused raises: :meth:`unfuse_cross_branch` first.
+        """
+        set_cross_branch_fused(self.unet, True)
+
+    def unfuse_cross_branch(self) -> None:
+        """Undo :meth:`fuse_cross_branch` (the modules run their five projections again)."""
+        set_cross_branch_fused(self.unet, False)
 
     def _background_tensor(self, background: Any) -> torch.Tensor:
         """3 x H x W in [-1, 1] from a tensor (as is), an H x W x 3 uint8 array or a PIL image."""
