@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from anobench.downstream.offload import OnDisk, active_store
+
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
@@ -161,55 +163,69 @@ class ChunkedUnit(torch.autograd.Function):
 
     ``pre(x, skip)`` is a per-image operation (max-pooling, concatenation with ``skip``,
     upsampling). The forward pass writes the convolution's output chunk by chunk and applies the
-    module's BatchNorm to the whole batch (running statistics updated as by the plain unit). It
+    module's BatchNorm to the whole batch in place (running statistics updated as by the plain unit). It
     saves the unit's input and output; the backward pass recomputes each chunk's convolution to sum
     ``g`` and ``g * x_hat`` over the batch (``g``: the output gradient where the ReLU passed), then
     recomputes it again to back-propagate BatchNorm's batch gradient
-    ``gamma / sigma * (g - mean(g) - x_hat * mean(g * x_hat))`` through the chunk.
+    ``gamma / sigma * (g - mean(g) - x_hat * mean(g * x_hat))`` through the chunk. Inside
+    :func:`~anobench.downstream.offload.offloaded_activations` the input and output go to the
+    context's files, and the backward pass reads back one chunk's rows at a time.
     """
 
     @staticmethod
     def forward(ctx, x, skip, weight, bias, gamma, beta, conv, norm, pre, chunk):  # noqa: D102
         with torch.no_grad():
             y = None
-            for start, x_c, s_c in _chunks(x, skip, chunk):
-                y_c = conv(pre(x_c, s_c))
+            for start in range(0, len(x), chunk):
+                y_c = conv(pre(*_rows((x, skip), start, start + chunk)))
                 y = y_c.new_empty((len(x), *y_c.shape[1:])) if y is None else y
                 y[start : start + len(y_c)] = y_c
             var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=0)
-            out = norm(y).relu_()
+            out = _batch_norm_relu_(y, norm, mean, var)
         ctx.conv, ctx.pre, ctx.chunk, ctx.eps = conv, pre, chunk, norm.eps
-        ctx.save_for_backward(x, skip, out, mean, var, gamma)
+        store = active_store()
+        if store is not None and all(t is None or store.keeps(t) for t in (x, skip, out)):
+            ctx.on_disk = tuple(None if t is None else store.put(t) for t in (x, skip, out))
+            ctx.save_for_backward(mean, var, gamma)
+        else:
+            ctx.on_disk = None
+            ctx.save_for_backward(x, skip, out, mean, var, gamma)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
-        x, skip, out, mean, var, gamma = ctx.saved_tensors
-        passed = out > 0  # where the ReLU let the gradient through (a quarter of ``out``'s memory)
-        del out
+        if ctx.on_disk is None:
+            x, skip, out, mean, var, gamma = ctx.saved_tensors
+            saved = (x, skip, out)
+        else:
+            mean, var, gamma = ctx.saved_tensors
+            saved = ctx.on_disk
         conv, pre, chunk = ctx.conv, ctx.pre, ctx.chunk
         shape = (1, -1, 1, 1)
         mean, invstd = mean.view(shape), (var + ctx.eps).rsqrt().view(shape)
-        count = passed.numel() // passed.shape[1]
+        count = grad_out.numel() // grad_out.shape[1]
         sum_g = torch.zeros_like(mean.flatten())
         sum_gx = torch.zeros_like(sum_g)
+        starts = range(0, len(grad_out), chunk)
         with torch.no_grad():
-            for start, x_c, s_c in _chunks(x, skip, chunk):
-                g = _relu_grad(grad_out, passed, start, chunk)
+            for start in starts:
+                x_c, s_c, out_c = _rows(saved, start, start + chunk)
+                g = grad_out[start : start + chunk] * (out_c > 0)  # where the ReLU passed
                 x_hat = (conv(pre(x_c, s_c)) - mean) * invstd
                 sum_g += g.sum(dim=(0, 2, 3))
                 sum_gx += (g * x_hat).sum(dim=(0, 2, 3))
         mean_g, mean_gx = (sum_g / count).view(shape), (sum_gx / count).view(shape)
         scale = gamma.view(shape) * invstd
-        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        grad_skip = torch.empty_like(skip) if skip is not None and ctx.needs_input_grad[1] else None
+        grad_x = _empty_like(saved[0]) if ctx.needs_input_grad[0] else None
+        grad_skip = _empty_like(saved[1]) if saved[1] is not None and ctx.needs_input_grad[1] else None
         grad_w, grad_b = torch.zeros_like(conv.weight), torch.zeros_like(conv.bias)
-        for start, x_c, s_c in _chunks(x, skip, chunk):
+        for start in starts:
+            x_c, s_c, out_c = _rows(saved, start, start + chunk)
             inputs = [t.detach().requires_grad_() if t is not None else None for t in (x_c, s_c)]
-            with torch.enable_grad():
+            with torch.enable_grad(), _kept_in_memory():  # a chunk's graph lives for one step
                 y = conv(pre(*inputs))
             with torch.no_grad():
-                g = _relu_grad(grad_out, passed, start, chunk)
+                g = grad_out[start : start + chunk] * (out_c > 0)
                 grad_y = (g - mean_g - (y - mean) * invstd * mean_gx) * scale
             wrt = [t for t in inputs if t is not None] + [conv.weight, conv.bias]
             grads = torch.autograd.grad(y, wrt, grad_y)
@@ -223,18 +239,42 @@ class ChunkedUnit(torch.autograd.Function):
         return grad_x, grad_skip, grad_w, grad_b, sum_gx, sum_g, None, None, None, None
 
 
-def _chunks(
-    x: torch.Tensor, skip: torch.Tensor | None, chunk: int
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
-    """(first index, x chunk, skip chunk or None) of every ``chunk`` images."""
-    for start in range(0, len(x), chunk):
-        yield start, x[start : start + chunk], None if skip is None else skip[start : start + chunk]
+def _batch_norm_relu_(
+    y: torch.Tensor, norm: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor
+) -> torch.Tensor:
+    """``relu(norm(y))`` in place on ``y`` with its batch ``mean`` and biased ``var`` (training mode).
+
+    The running statistics move as ``nn.BatchNorm2d`` moves them (unbiased variance, ``momentum``
+    or the cumulative average when it is None); no second full-size tensor is allocated.
+    """
+    if norm.track_running_stats:
+        norm.num_batches_tracked.add_(1)
+        momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+        n = y.numel() // y.shape[1]
+        norm.running_mean.lerp_(mean, momentum)
+        norm.running_var.lerp_(var * (n / (n - 1)), momentum)
+    shape = (1, -1, 1, 1)
+    scale = (var + norm.eps).rsqrt()
+    y.sub_(mean.view(shape)).mul_((scale if norm.weight is None else scale * norm.weight).view(shape))
+    return (y if norm.bias is None else y.add_(norm.bias.view(shape))).relu_()
 
 
-def _relu_grad(grad_out: torch.Tensor, passed: torch.Tensor, start: int, chunk: int) -> torch.Tensor:
-    """The output gradient of one chunk where the ReLU let it through."""
-    end = start + chunk
-    return grad_out[start:end] * passed[start:end]
+def _kept_in_memory() -> AbstractContextManager:
+    """Innermost saved-tensor hooks that keep what autograd saves as it is (no offload)."""
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+
+
+def _rows(
+    saved: tuple[torch.Tensor | OnDisk | None, ...], start: int, stop: int
+) -> list[torch.Tensor | None]:
+    """Images ``start:stop`` of each saved tensor (in memory or on disk; None stays None)."""
+    return [
+        t if t is None else t.rows(start, stop) if isinstance(t, OnDisk) else t[start:stop] for t in saved
+    ]
+
+
+def _empty_like(saved: torch.Tensor | OnDisk) -> torch.Tensor:
+    return saved.empty() if isinstance(saved, OnDisk) else torch.empty_like(saved)
 
 
 def _init_weights(module: nn.Module) -> None:

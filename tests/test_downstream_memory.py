@@ -66,6 +66,37 @@ def test_chunked_units_give_the_full_batch_gradients_and_statistics(chunk):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
+def test_offloaded_chunked_units_read_back_one_chunk_at_a_time(channels_last, monkeypatch):
+    from anobench.downstream.offload import OnDisk, offloaded_activations
+
+    torch.manual_seed(0)
+    plain = DiscriminativeUNet(base_width=4).double()
+    chunked = DiscriminativeUNet(base_width=4, gradient_checkpointing=True, unit_chunk=2).double()
+    chunked.load_state_dict(plain.state_dict())
+    images = torch.rand(5, 3, 64, 64, dtype=torch.float64)
+    masks = (torch.rand(5, 64, 64) > 0.9).double()
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+        plain, chunked = (net.to(memory_format=torch.channels_last) for net in (plain, chunked))
+    reads, whole = [], []
+    rows, read = OnDisk.rows, OnDisk.read
+    monkeypatch.setattr(OnDisk, "rows", lambda self, a, b: reads.append(b - a) or rows(self, a, b))
+    monkeypatch.setattr(OnDisk, "read", lambda self: whole.append(tuple(self.shape)) or read(self))
+    focal_loss(plain(images), masks).backward()
+    with offloaded_activations(min_bytes=4096) as folder:
+        loss = focal_loss(chunked(images), masks)
+        files = len(list(folder.iterdir()))
+        loss.backward()
+        del loss
+        assert files > 10 and not list(folder.iterdir())
+    # every unit's input and output come back in chunks of at most 2 images; only the tensors the
+    # head and the loss save (7, outside the units) come back whole
+    assert reads and max(reads) == 2 and len(whole) == 7
+    for (name, p), q in zip(plain.named_parameters(), chunked.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
 def test_offloaded_activations_give_bitwise_the_same_gradients_and_clean_up(channels_last):
     from anobench.downstream.offload import offloaded_activations
 
@@ -178,3 +209,49 @@ def test_job_keys_change_only_with_knobs_that_change_results():
     # at their defaults the knobs leave the key as it was before they existed
     fields = dataclasses.asdict(config.segmenter)
     assert config.segmenter.hash_fields() == {k: v for k, v in fields.items() if k not in KNOBS}
+
+
+@pytest.mark.parametrize("momentum, affine", [(0.1, True), (None, True), (0.3, False)])
+def test_in_place_batch_norm_relu_equals_the_module(momentum, affine):
+    from anobench.downstream.segmenter import _batch_norm_relu_
+
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(5, momentum=momentum, affine=affine).double().train()
+    if affine:
+        nn.init.normal_(norm.weight)
+        nn.init.normal_(norm.bias)
+    twin = copy.deepcopy(norm)
+    for _ in range(3):  # the cumulative average (momentum None) depends on the step count
+        y = torch.randn(4, 5, 6, 6, dtype=torch.float64) * 3 + 1
+        expected = norm(y).relu()
+        var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=0)
+        with torch.no_grad():
+            out = _batch_norm_relu_(y, twin, mean, var)
+        assert out.data_ptr() == y.data_ptr()  # in place
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        for (name, a), b in zip(norm.named_buffers(), twin.buffers(), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_offload_maps_large_allocations_where_glibc_has_mallopt(monkeypatch):
+    import ctypes
+
+    from anobench.downstream import offload
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    with offload.offloaded_activations():
+        pass
+    assert calls == [(offload.M_MMAP_THRESHOLD, 1 << 20)]
+
+    def no_libc(name):
+        raise OSError("no C library")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    assert offload.map_large_allocations() is False
