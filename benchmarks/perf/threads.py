@@ -1,12 +1,14 @@
-"""Torch CPU work next to a competing busy process: OpenMP wait policy ACTIVE vs PASSIVE.
+"""Torch CPU work next to a competing busy process: how idle OpenMP threads wait.
 
-    python -m anobench.benchmarks.perf.threads [--steps 4] [--repeats 2]
+    python -m anobench.benchmarks.perf.threads [--steps 4] [--repeats 2] [--variants PASSIVE spin-30000]
 
 Each variant runs a few segmenter training steps (quick size: 128 px, width 16, batch 16) in a
-fresh subprocess with ``OMP_WAIT_POLICY`` set, alone and with one busy-looping competitor process,
-interleaved; prints min/median seconds and the slowdown (with competitor / alone) per policy. The
-CLI defaults to PASSIVE (``anobench/benchmarks/__init__.py``). On a machine already shared with
-other work the numbers are noisy: compare the ratios, not the seconds.
+fresh subprocess with its OpenMP environment, alone and with one busy-looping competitor process,
+interleaved; prints min/median seconds and the slowdown (with competitor / alone) per variant.
+``ACTIVE`` spins forever, ``PASSIVE`` sleeps at once, ``spin-N`` spins ``GOMP_SPINCOUNT=N``
+iterations then sleeps (libgomp's default without a policy is 300000: ``spin-300000``). The CLI's
+choice is in ``anobench/benchmarks/__init__.py``. On a machine already shared with other work the
+numbers are noisy: compare the ratios, not the seconds.
 """
 
 from __future__ import annotations
@@ -34,9 +36,27 @@ print(time.perf_counter() - t0)
 """
 
 
-def run_once(policy: str, steps: int, competitor: bool) -> float:
-    """Seconds for ``steps`` training steps in a subprocess under ``policy``."""
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+VARIANTS = ("ACTIVE", "PASSIVE", "spin-300000", "spin-30000", "spin-3000")
+
+
+def variant_name(text: str) -> str:
+    """``ACTIVE``, ``PASSIVE`` or ``spin-N`` (argparse type)."""
+    if text in ("ACTIVE", "PASSIVE") or (text.startswith("spin-") and text.removeprefix("spin-").isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use ACTIVE, PASSIVE or spin-N (N iterations)")
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    """The process environment of ``variant``: a wait policy, or a spin count and no policy."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if variant.startswith("spin-"):
+        return {**env, "GOMP_SPINCOUNT": variant.removeprefix("spin-")}
+    return {**env, "OMP_WAIT_POLICY": variant}
+
+
+def run_once(variant: str, steps: int, competitor: bool) -> float:
+    """Seconds for ``steps`` training steps in a subprocess under ``variant``."""
+    env = variant_env(variant)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if competitor else None
     try:
         out = subprocess.run(
@@ -57,16 +77,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--variants", nargs="+", type=variant_name, default=list(VARIANTS), help="ACTIVE, PASSIVE or spin-N"
+    )
     args = parser.parse_args()
     times: dict[tuple[str, bool], list[float]] = {}
     for _ in range(args.repeats):
-        for policy in ("ACTIVE", "PASSIVE"):
+        for variant in args.variants:
             for competitor in (False, True):
-                times.setdefault((policy, competitor), []).append(run_once(policy, args.steps, competitor))
-    for policy in ("ACTIVE", "PASSIVE"):
-        alone, busy = times[(policy, False)], times[(policy, True)]
+                times.setdefault((variant, competitor), []).append(run_once(variant, args.steps, competitor))
+    for variant in args.variants:
+        alone, busy = times[(variant, False)], times[(variant, True)]
         print(
-            f"{policy:7s}: alone min {min(alone):.2f} s median {statistics.median(alone):.2f} s | "
+            f"{variant:11s}: alone min {min(alone):.2f} s median {statistics.median(alone):.2f} s | "
             f"with a busy competitor min {min(busy):.2f} s median {statistics.median(busy):.2f} s | "
             f"slowdown {min(busy) / min(alone):.2f}x (min) "
             f"{statistics.median(busy) / statistics.median(alone):.2f}x (median)"
