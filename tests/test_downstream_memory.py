@@ -255,3 +255,19 @@ def test_offload_maps_large_allocations_where_glibc_has_mallopt(monkeypatch):
 
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
     assert offload.map_large_allocations() is False
+
+
+def test_thread_benchmark_variants_set_one_wait_mode(monkeypatch):
+    import argparse
+
+    from anobench.benchmarks.perf.threads import variant_env, variant_name
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what the package sets on import
+    spin = variant_env("spin-3000")
+    assert spin["GOMP_SPINCOUNT"] == "3000" and "OMP_WAIT_POLICY" not in spin
+    active = variant_env("ACTIVE")
+    assert active["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in active
+    assert variant_name("spin-30") == "spin-30"
+    for bad in ("spin-", "spin-x", "active"):
+        with pytest.raises(argparse.ArgumentTypeError, match="ACTIVE, PASSIVE or spin-N"):
+            variant_name(bad)
