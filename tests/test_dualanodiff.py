@@ -293,6 +293,77 @@ def test_two_steps_change_weights_and_write_loadable_checkpoints(pair_data, tmp_
         torch.testing.assert_close(v, model.trainable_state_dict()[k])
 
 
+def test_gradient_accumulation_steps_on_the_mean_gradient_of_its_micro_batches(
+    pair_data, tmp_path, monkeypatch
+):
+    from anobench.generation.dualanodiff import trainer
+
+    data, _ = pair_data
+    micro_grads, stepped = [], []
+    real_loss = trainer.dual_loss
+
+    def recording_loss(model, raw, *args, **kwargs):
+        loss = real_loss(model, raw, *args, **kwargs)
+        params = [p for p in raw.parameters() if p.requires_grad]
+        micro_grads.append(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
+        return loss
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            stepped.append(
+                [p.grad.clone() if p.grad is not None else None for p in self.param_groups[0]["params"]]
+            )
+            return super().step(closure)
+
+    monkeypatch.setattr(trainer, "dual_loss", recording_loss)
+    monkeypatch.setattr(
+        trainer, "make_adamw", lambda params, lr, wd, eight_bit: RecordingAdamW(params, lr=lr)
+    )
+    config = tiny_config(max_train_steps=2, gradient_accumulation_steps=3, max_grad_norm=0.0)
+    trainer.train_dual(tiny_components(), data, config, tmp_path, progress=False)
+    assert len(micro_grads) == 6 and len(stepped) == 2  # three micro-batches per optimiser step
+    for step, grads in enumerate(stepped):
+        micros = micro_grads[3 * step : 3 * step + 3]
+        for i, grad in enumerate(grads):
+            parts = [m[i] for m in micros if m[i] is not None]
+            if grad is None:
+                assert not parts
+                continue
+            torch.testing.assert_close(grad, sum(parts) / 3, rtol=1e-5, atol=1e-8)
+    assert any(
+        not torch.equal(micro_grads[0][i], micro_grads[1][i])
+        for i in range(len(micro_grads[0]))
+        if micro_grads[0][i] is not None
+    )
+
+
+def test_8bit_adam_is_bitsandbytes_adamw8bit_or_a_clear_error(monkeypatch):
+    import importlib.util
+    import sys
+    import types
+
+    from anobench.generation.dualanodiff.trainer import make_adamw
+    from anobench.generation.errors import GenerationInputError
+
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else True
+    )
+    with pytest.raises(
+        GenerationInputError, match=r"use_8bit_adam=True needs bitsandbytes \(pip install bitsandbytes\)"
+    ):
+        tiny_config(use_8bit_adam=True)
+    made = []
+
+    class AdamW8bit:
+        def __init__(self, params, **kwargs):
+            made.append(kwargs)
+
+    fake = types.SimpleNamespace(optim=types.SimpleNamespace(AdamW8bit=AdamW8bit))
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    assert isinstance(make_adamw([torch.nn.Parameter(torch.zeros(2))], 1e-4, 1e-2, eight_bit=True), AdamW8bit)
+    assert made == [{"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 1e-2, "eps": 1e-8}]
+
+
 def test_resume_continues_exactly(pair_data, tmp_path):
     from anobench.generation.dualanodiff.trainer import train_dual
 
@@ -514,3 +585,11 @@ def test_overhead_benchmark_switches_one_unet_between_dual_and_plain_lora():
         again = model(latents, t, embeds)
     assert not torch.allclose(base, dual) and not torch.allclose(lora, base)
     torch.testing.assert_close(again, dual, rtol=0, atol=0)
+
+
+def test_memory_benchmark_variants_are_valid_configs_of_four_pairs_per_step():
+    from anobench.benchmarks.perf.dualanodiff_speed import MEMORY_VARIANTS
+
+    for name, fields in MEMORY_VARIANTS.items():
+        config = DualAnoDiffConfig(resolution=128, **fields)
+        assert config.train_batch_size * config.gradient_accumulation_steps == 4, name

@@ -426,11 +426,54 @@ def adamw(repeats: int = 5) -> None:
         )
 
 
+MEMORY_WORK = """
+import resource, tempfile, torch
+from anobench.benchmarks.perf.dualanodiff_speed import random_pairs, sd15_components
+from anobench.generation.dualanodiff.config import DualAnoDiffConfig
+from anobench.generation.dualanodiff.trainer import train_dual
+fields = {fields!r}
+config = DualAnoDiffConfig(resolution=128, rank=32, max_train_steps=2, checkpointing_steps=0, device="cpu",
+                           offline_branch_labels=False, **fields)
+with tempfile.TemporaryDirectory() as out:
+    train_dual(sd15_components(torch.float32), random_pairs(4, 128), config, out, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+MEMORY_VARIANTS: dict[str, dict[str, object]] = {
+    "batch 4": {"train_batch_size": 4},
+    "batch 1 x accumulation 4": {"train_batch_size": 1, "gradient_accumulation_steps": 4},
+    "batch 4 + gradient checkpointing": {"train_batch_size": 4, "gradient_checkpointing": True},
+    "batch 1 x accumulation 4 + checkpointing": {
+        "train_batch_size": 1,
+        "gradient_accumulation_steps": 4,
+        "gradient_checkpointing": True,
+    },
+}
+
+
+def sd15_memory() -> None:
+    """Peak RSS of two dual training steps (SD-1.5 architecture, 128 px, fp32, CPU) per memory knob.
+
+    Each variant is a fresh subprocess running :func:`train_dual` with those config fields; the
+    same 4 pairs per optimiser step either as one batch or as accumulated micro-batches.
+    """
+    import subprocess
+    import sys
+
+    for name, fields in MEMORY_VARIANTS.items():
+        code = MEMORY_WORK.format(fields=fields)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"{name} failed:\n{out.stderr[-2000:]}")
+        print(f"sd15-arch train peak RSS ({name}): {float(out.stdout.split()[-1]):.0f} MB", flush=True)
+
+
 PARTS = {
     "cpu-small": cpu_small,
     "sd15-cpu": sd15_cpu,
     "sd15-overhead": sd15_overhead,
     "sd15-cuda": sd15_cuda,
+    "sd15-memory": sd15_memory,
     "adamw": adamw,
 }
 

@@ -5,6 +5,7 @@ A light module (no torch import): the registry imports it to list the generator'
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,6 +61,9 @@ class DualAnoDiffConfig(GeneratorConfig):
             (on, except plain ``cable``).
         checkpointing_steps: save a resumable checkpoint every so many steps (0: never).
         gradient_checkpointing, mixed_precision: memory/speed options of the trainer.
+        gradient_accumulation_steps: micro-batches of ``train_batch_size`` pairs per optimiser step
+            (1: one batch per step, as released).
+        use_8bit_adam: bitsandbytes' ``AdamW8bit`` instead of AdamW (needs bitsandbytes).
         seed: training seed (32 in the released script).
         guidance_scale, num_inference_steps, scheduler, sample_batch_size: sampling (pairs per
             UNet batch); None: as released (plain 2.5 / 100, BCM 2.0 / 50, BCM screw 1.2), PNDM.
@@ -107,6 +111,8 @@ class DualAnoDiffConfig(GeneratorConfig):
     checkpointing_steps: int = 1000
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
+    gradient_accumulation_steps: int = 1
+    use_8bit_adam: bool = False
     seed: int = 32
     guidance_scale: float | None = None
     num_inference_steps: int | None = None
@@ -153,6 +159,7 @@ class DualAnoDiffConfig(GeneratorConfig):
             "rank",
             "num_inference_steps",
             "background_every",
+            "gradient_accumulation_steps",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
@@ -165,6 +172,8 @@ class DualAnoDiffConfig(GeneratorConfig):
             problems.append(f"resolution={self.resolution}: must be a multiple of 8")
         if not 0 <= self.u2net_threshold < 1:
             problems.append(f"u2net_threshold={self.u2net_threshold}: must be in [0, 1)")
+        if self.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
+            problems.append("use_8bit_adam=True needs bitsandbytes (pip install bitsandbytes)")
         if self.mask_extractor == "u2net" and not self.u2net_weights:
             problems.append("mask_extractor='u2net' needs u2net_weights=PATH (the u2net.pth file)")
         if problems:

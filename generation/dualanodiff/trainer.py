@@ -182,16 +182,23 @@ def load_checkpoint(
     return int(state["step"])
 
 
-def make_adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def make_adamw(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float, eight_bit: bool = False
+) -> torch.optim.Optimizer:
     """AdamW (betas 0.9/0.999, eps 1e-8) with the fused kernel: one pass over all tensors.
 
     The default on CPU loops over the ~700 adapter tensors one at a time; the fused kernel (CPU
     and CUDA) computes the same update within float32 rounding, several times faster
-    (``python -m anobench.benchmarks.perf.dualanodiff_speed --only adamw``).
+    (``python -m anobench.benchmarks.perf.dualanodiff_speed --only adamw``). ``eight_bit``:
+    bitsandbytes' ``AdamW8bit`` with the same hyper-parameters (its states in 8 bits), as
+    ``train_dreambooth_lora.py --use_8bit_adam``.
     """
-    return torch.optim.AdamW(
-        params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8, fused=True
-    )
+    kwargs = {"lr": lr, "betas": (0.9, 0.999), "weight_decay": weight_decay, "eps": 1e-8}
+    if eight_bit:
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, **kwargs)
+    return torch.optim.AdamW(params, fused=True, **kwargs)
 
 
 def train_dual(
@@ -256,7 +263,7 @@ def train_dual(
     if config.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_adamw(params, config.learning_rate, config.adam_weight_decay)
+    optimizer = make_adamw(params, config.learning_rate, config.adam_weight_decay, config.use_8bit_adam)
     lr_sched = get_scheduler(
         config.lr_scheduler,
         optimizer,
@@ -281,26 +288,30 @@ def train_dual(
         disable=not progress or not accelerator.is_main_process,
         leave=False,
     )
-    rank = accelerator.process_index
+    rank, accum = accelerator.process_index, config.gradient_accumulation_steps
     while step < last:
-        g = step_generator(config.seed, step, rank)
-        indices = batch_indices(
-            len(data), config.train_batch_size, step * accelerator.num_processes + rank, config.seed
-        )
-        batch = data.batch(indices, g, config.flips)
-        with accelerator.autocast():
-            loss = dual_loss(
-                wrapped,
-                accelerator.unwrap_model(wrapped),
-                vae,
-                noise_scheduler,
-                batch,
-                g,
-                mask_loss_weight=config.mask_loss_weight,
+        losses = []
+        for micro in range(step * accum, (step + 1) * accum):  # micro == step without accumulation
+            g = step_generator(config.seed, micro, rank)
+            indices = batch_indices(
+                len(data), config.train_batch_size, micro * accelerator.num_processes + rank, config.seed
             )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"dual fine-tune: loss is {loss.item()} at step {step}")
-        accelerator.backward(loss)
+            batch = data.batch(indices, g, config.flips)
+            with accelerator.autocast():
+                loss = dual_loss(
+                    wrapped,
+                    accelerator.unwrap_model(wrapped),
+                    vae,
+                    noise_scheduler,
+                    batch,
+                    g,
+                    mask_loss_weight=config.mask_loss_weight,
+                )
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"dual fine-tune: loss is {loss.item()} at step {step}")
+            accelerator.backward(loss if accum == 1 else loss / accum)
+            losses.append(loss.item())
+        loss = sum(losses) / accum
         if accelerator.sync_gradients and config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
@@ -308,7 +319,7 @@ def train_dual(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{loss:.4f}")
         if (
             accelerator.is_main_process
             and config.checkpointing_steps
