@@ -209,8 +209,7 @@ class ChunkedUnit(torch.autograd.Function):
         starts = range(0, len(grad_out), chunk)
         with torch.no_grad():
             for start in starts:
-                x_c, s_c, out_c = _rows(saved, start, start + chunk)
-                g = grad_out[start : start + chunk] * (out_c > 0)  # where the ReLU passed
+                x_c, s_c, g = _chunk(saved, grad_out, start, chunk)
                 x_hat = (conv(pre(x_c, s_c)) - mean) * invstd
                 sum_g += g.sum(dim=(0, 2, 3))
                 sum_gx += (g * x_hat).sum(dim=(0, 2, 3))
@@ -220,12 +219,11 @@ class ChunkedUnit(torch.autograd.Function):
         grad_skip = _empty_like(saved[1]) if saved[1] is not None and ctx.needs_input_grad[1] else None
         grad_w, grad_b = torch.zeros_like(conv.weight), torch.zeros_like(conv.bias)
         for start in starts:
-            x_c, s_c, out_c = _rows(saved, start, start + chunk)
+            x_c, s_c, g = _chunk(saved, grad_out, start, chunk)
             inputs = [t.detach().requires_grad_() if t is not None else None for t in (x_c, s_c)]
             with torch.enable_grad(), _kept_in_memory():  # a chunk's graph lives for one step
                 y = conv(pre(*inputs))
             with torch.no_grad():
-                g = grad_out[start : start + chunk] * (out_c > 0)
                 grad_y = (g - mean_g - (y - mean) * invstd * mean_gx) * scale
             wrt = [t for t in inputs if t is not None] + [conv.weight, conv.bias]
             grads = torch.autograd.grad(y, wrt, grad_y)
@@ -271,6 +269,15 @@ def _rows(
     return [
         t if t is None else t.rows(start, stop) if isinstance(t, OnDisk) else t[start:stop] for t in saved
     ]
+
+
+def _chunk(
+    saved: tuple[torch.Tensor | OnDisk | None, ...], grad_out: torch.Tensor, start: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One chunk's saved input and skip, and its output gradient where the ReLU passed."""
+    x_c, s_c, out_c = _rows(saved, start, start + chunk)
+    with torch.no_grad():
+        return x_c, s_c, grad_out[start : start + chunk] * (out_c > 0)
 
 
 def _empty_like(saved: torch.Tensor | OnDisk) -> torch.Tensor:

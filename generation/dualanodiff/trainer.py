@@ -309,7 +309,7 @@ def train_dual(
                 )
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"dual fine-tune: loss is {loss.item()} at step {step}")
-            accelerator.backward(loss if accum == 1 else loss / accum)
+            accelerator.backward(loss / accum)  # (exact for accum 1: x / 1 == x)
             losses.append(loss.item())
         loss = sum(losses) / accum
         if accelerator.sync_gradients and config.max_grad_norm > 0:
