@@ -32,6 +32,7 @@ from anobench.benchmarks.metrics.defaults import (
     KEY_MASK_ADHERENCE_AP,
     KEY_NN_DISTANCE,
     KEY_TYPE_FIDELITY,
+    KEY_TYPE_FIDELITY_REGION,
     SCORES_FILE,
 )
 from anobench.benchmarks.metrics.effnet_features import EffNetLite0Features
@@ -153,11 +154,14 @@ PINNED = {
 }  # fmt: skip
 PINNED_REFERENCE = {
     "missing": {KEY_MASK_ADHERENCE: 0.9600780647587794, KEY_TYPE_FIDELITY: 2 / 3,
-                KEY_NN_DISTANCE: 17.400912532911896, KEY_KID_EFFNET: -1.3966310978835152},
+                KEY_TYPE_FIDELITY_REGION: 1.0, KEY_NN_DISTANCE: 17.400912532911896,
+                KEY_KID_EFFNET: -1.3966310978835152},
     "scratch": {KEY_MASK_ADHERENCE: 0.9684204752420299, KEY_TYPE_FIDELITY: 0.75,
-                KEY_NN_DISTANCE: 19.391822238026666, KEY_FID_EFFNET: 667.8354307279734},
+                KEY_TYPE_FIDELITY_REGION: 0.25, KEY_NN_DISTANCE: 19.391822238026666,
+                KEY_FID_EFFNET: 667.8354307279734},
     "stain": {KEY_MASK_ADHERENCE: 0.9912424971311921, KEY_TYPE_FIDELITY: 1 / 7,
-              KEY_NN_DISTANCE: 25.112694461495746, KEY_KID_EFFNET: -0.22640966824579833},
+              KEY_TYPE_FIDELITY_REGION: 1.0, KEY_NN_DISTANCE: 25.112694461495746,
+              KEY_KID_EFFNET: -0.22640966824579833},
 }  # fmt: skip
 
 
@@ -167,7 +171,13 @@ def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_r
     held = nut_split.test_samples()
     root = copy_set(tmp_path / "set", {"scratch": held["scratch"][:5], "stain": held["stain"][:2]})
     kwargs = {"detector": small_detector(), "feature_size": SIZE, "progress": False}
-    metrics = [KEY_MASK_ADHERENCE, KEY_TYPE_FIDELITY, KEY_NN_DISTANCE, KEY_KID_EFFNET]
+    metrics = [
+        KEY_MASK_ADHERENCE,
+        KEY_TYPE_FIDELITY,
+        KEY_TYPE_FIDELITY_REGION,
+        KEY_NN_DISTANCE,
+        KEY_KID_EFFNET,
+    ]
     computed = []  # categories whose reference (held-out real anomalies) was scored
     original = pair_quality._Scorers._compute_reference
     monkeypatch.setattr(
@@ -180,6 +190,7 @@ def test_copies_of_one_types_real_anomalies_have_type_fidelity_one_and_numbers_r
     )
     row = first["per_type"]["nut"]["scratch"]
     assert row[KEY_TYPE_FIDELITY] == 1.0 and row[KEY_NN_DISTANCE] == pytest.approx(0.0, abs=1e-6)
+    assert row[KEY_TYPE_FIDELITY_REGION] == 1.0  # each copy's region is its original's
     # the reference (leave-one-out on the real anomalies) cannot use the image itself: distance > 0
     assert first["reference"]["per_type"]["nut"]["scratch"][KEY_NN_DISTANCE] > 1.0
     for defect, values in PINNED.items():

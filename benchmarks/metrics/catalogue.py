@@ -68,6 +68,7 @@ from anobench.benchmarks.metrics.defaults import (
     KEY_N_REAL_REFERENCE,
     KEY_NN_DISTANCE,
     KEY_TYPE_FIDELITY,
+    KEY_TYPE_FIDELITY_REGION,
 )
 from anobench.benchmarks.runner.stage_names import CLASSIFY, DETECTOR, DOWNSTREAM, GENMETRICS
 from anobench.downstream.metrics import (
@@ -203,6 +204,8 @@ CATALOGUE: tuple[Metric, ...] = (
            note="the same map's pixel AP"),
     Metric(KEY_TYPE_FIDELITY, "Type fidelity", PAIR_QUALITY, HIGHER, _GEN, _BOTH,
            note="fraction of pairs whose nearest real anomaly (EfficientNet-Lite0) has the pair's type"),
+    Metric(KEY_TYPE_FIDELITY_REGION, "Type fidelity (region)", PAIR_QUALITY, HIGHER, _GEN, _BOTH,
+           note="the same on the square around each image's own mask, generated and real alike"),
     Metric(KEY_NN_DISTANCE, "NN distance", PAIR_QUALITY, LOWER, _GEN, _BOTH, digits=2,
            note="feature distance to the nearest real anomaly of the type"),
     Metric(KEY_KID_EFFNET, "KID (EffNet-Lite0)", PAIR_QUALITY, LOWER, _GEN, _BOTH, digits=4),

@@ -78,6 +78,7 @@ IC_LPIPS_VARIANTS = {
 KEY_MASK_ADHERENCE = "mask_adherence"  # pixel AUROC of a detector's map against the pair's mask (higher)
 KEY_MASK_ADHERENCE_AP = "mask_adherence_ap"  # the same map's pixel AP (higher)
 KEY_TYPE_FIDELITY = "type_fidelity"  # nearest real anomaly has the pair's defect type: 1/0, mean (higher)
+KEY_TYPE_FIDELITY_REGION = "type_fidelity_region"  # the same on each image's defect region (higher)
 KEY_NN_DISTANCE = "nn_distance"  # feature distance to the nearest real anomaly of the type (lower)
 KEY_KID_EFFNET = "kid_effnet_lite0"  # KID on EfficientNet-Lite0 features, per type (lower)
 KEY_FID_EFFNET = "fid_effnet_lite0"  # FID on EfficientNet-Lite0 features, per type (lower)
@@ -87,12 +88,14 @@ KEY_NEAREST_TYPE = "nearest_type"  # per pair: the defect type of the nearest re
 KEY_PAIR_ID = "id"  # per pair: the image path relative to the set (the manifest's ``image``)
 KEY_REFERENCE = "reference"  # {per_type, per_category, overall} on the held-out real anomalies
 KEY_PER_PAIR = "per_pair"
-PER_PAIR_METRICS = (KEY_MASK_ADHERENCE, KEY_MASK_ADHERENCE_AP, KEY_TYPE_FIDELITY, KEY_NN_DISTANCE)
+PER_PAIR_METRICS = (
+    KEY_MASK_ADHERENCE, KEY_MASK_ADHERENCE_AP, KEY_TYPE_FIDELITY, KEY_TYPE_FIDELITY_REGION, KEY_NN_DISTANCE,
+)  # fmt: skip
 SET_METRICS = (KEY_KID_EFFNET, KEY_FID_EFFNET, KEY_IC_LPIPS_ANOMALY, KEY_KID_O2MAG)
 PAIR_METRIC_NAMES = PER_PAIR_METRICS + SET_METRICS
 DEFAULT_PAIR_METRICS = (
-    KEY_MASK_ADHERENCE, KEY_MASK_ADHERENCE_AP, KEY_TYPE_FIDELITY, KEY_NN_DISTANCE, KEY_KID_EFFNET,
-    KEY_FID_EFFNET, KEY_KID_O2MAG,
+    KEY_MASK_ADHERENCE, KEY_MASK_ADHERENCE_AP, KEY_TYPE_FIDELITY, KEY_TYPE_FIDELITY_REGION, KEY_NN_DISTANCE,
+    KEY_KID_EFFNET, KEY_FID_EFFNET, KEY_KID_O2MAG,
 )  # fmt: skip
 SCORES_FILE = "scores.jsonl"
 
@@ -103,6 +106,12 @@ PAIR_DEFAULTS: dict[str, object] = {
     # Pooled features: global average of the last feature map (conv_head + BN + ReLU6, 1280 channels).
     "feature_size": 224,
     "feature_batch_size": 16,
+    # type_fidelity_region: the square around each mask's bounding box, 1.5 x its longer side and at
+    # least a quarter of the image, resized to 128 px (at 64 px the held-out nut anomalies find their
+    # own type less often: 52 % against 76 %)
+    "region_margin": 1.5,
+    "region_min_side": 0.25,
+    "region_size": 128,
     # The mask-adherence detector: PatchCore on EfficientNet-Lite0 blocks 2 and 4 (one fit per category).
     "detector": {
         "name": "patchcore",

@@ -58,6 +58,7 @@ from anobench.benchmarks.metrics.defaults import (
     KEY_REFERENCE,
     KEY_SETTINGS,
     KEY_TYPE_FIDELITY,
+    KEY_TYPE_FIDELITY_REGION,
     KEY_UNAVAILABLE,
     PAIR_DEFAULTS,
     PAIR_METRIC_NAMES,
@@ -70,7 +71,7 @@ from anobench.benchmarks.metrics.ic_lpips import LPIPSDistance, type_rng
 from anobench.benchmarks.metrics.ic_lpips_anomaly import ic_lpips_anomaly_type
 from anobench.benchmarks.metrics.kid_o2mag import TorchvisionInception, kid_o2mag, resolve_o2mag_weights
 from anobench.benchmarks.metrics.mask_adherence import CategoryDetector, detector_key
-from anobench.benchmarks.metrics.type_fidelity import nearest_types
+from anobench.benchmarks.metrics.type_fidelity import nearest_types, region_crops
 from anobench.benchmarks.metrics.weights import WeightsUnavailableError, default_cache_dir, load_lpips
 from anobench.downstream.unsupervised import DetectorConfig
 from anobench.generation.format import GeneratedEntry, read_generated_set
@@ -188,6 +189,7 @@ class _Reference:
 
     types: list[str]  # the defect type of each held-out anomaly, sorted by type
     features: np.ndarray | None  # their EfficientNet-Lite0 features (rows as ``types``)
+    region_features: np.ndarray | None  # the same of their defect regions (``type_fidelity_region``)
     inception: dict[str, np.ndarray]  # per type: their torchvision Inception features (kid_o2mag)
     records: list[dict[str, Any]]  # their per-pair scores
     extra: dict[str, dict[str, float]]  # per type: the set-level values of the few-shot vs held-out ones
@@ -240,6 +242,8 @@ class _Scorers:
         self.feature_size = feature_size
         self.unavailable: dict[str, str] = {}
         self.features = _feature_model(feature_size) if any(m in names for m in FEATURE_METRICS) else None
+        self.region_size = int(PAIR_DEFAULTS["region_size"])  # type: ignore[call-overload]
+        self.region_features = _feature_model(self.region_size) if KEY_TYPE_FIDELITY_REGION in names else None
         self.lpips: LPIPSDistance | None = None
         self.inception: TorchvisionInception | None = None
         self.inception_weights: str | None = None
@@ -260,6 +264,23 @@ class _Scorers:
                 )
         except WeightsUnavailableError as exc:
             self._unavailable(KEY_KID_O2MAG, exc, explicit and o2mag_weights is not None)
+
+    def region_types(
+        self, pairs: Pairs, records: list[dict[str, Any]], real: np.ndarray | None, real_types: list[str]
+    ) -> np.ndarray | None:
+        """Set each record's ``type_fidelity_region`` (rows as ``pairs``) and return the regions' features.
+
+        ``real`` None: the pairs ARE the real anomalies, each compared with the others (leave-one-out).
+        """
+        if self.region_features is None:
+            return None
+        features = self.region_features.of_tensor(region_crops(pairs, self.region_size))
+        loo = real is None
+        if not loo or len(real_types) >= 2:
+            found = nearest_types(features, features if loo else real, real_types, leave_one_out=loo)
+            for rec, t in zip(records, found, strict=True):
+                rec[KEY_TYPE_FIDELITY_REGION] = float(t == rec["defect"])
+        return features
 
     def _unavailable(self, name: str, exc: WeightsUnavailableError, explicit: bool) -> None:
         if explicit:
@@ -298,6 +319,7 @@ class _Scorers:
             "category": category,
             "metrics": self.names,
             "feature_size": self.feature_size,
+            "region": [PAIR_DEFAULTS[k] for k in ("region_margin", "region_min_side", "region_size")],
             "seed": self.seed,
             "detector": detector and [detector.key, self.detector.device, self.detector.batch_size],
             "inception": self.inception_weights,
@@ -327,6 +349,7 @@ class _Scorers:
             scores = detector.score_pairs([i for _, (i, _) in real_pairs], [m for _, (_, m) in real_pairs])
             for rec, score in zip(records, scores, strict=True):
                 rec.update(score)
+        region_f = self.region_types([p for _, p in real_pairs], records, None, types)
         real_f = None
         if self.features is not None:
             real_f = self.features.features([i for _, (i, _) in real_pairs])
@@ -362,7 +385,7 @@ class _Scorers:
         for rec in records:
             for m in PER_PAIR_METRICS:
                 rec.setdefault(m, math.nan)
-        return _Reference(types, real_f, inception, records, extra)
+        return _Reference(types, real_f, region_f, inception, records, extra)
 
 
 def _score_category(
@@ -406,6 +429,10 @@ def _score_category(
         for rec, score in zip(records, scores, strict=True):
             rec.update(score)
     reference = scorers.reference(category, held, fewshot, detector)
+    if reference.region_features is not None:
+        scorers.region_types(
+            [(e.image, e.mask) for e in entries], records, reference.region_features, reference.types
+        )
 
     if scorers.features is not None:
         assert reference.features is not None

@@ -30,7 +30,7 @@ from anobench.benchmarks.tables import format_table
 
 GENERATOR = "dualanodiff"
 REFERENCE = "real-fewshot"
-GENMETRICS = ("mask_area", "mask_adherence", "type_fidelity", "kid_effnet_lite0")
+GENMETRICS = ("mask_area", "mask_adherence", "type_fidelity", "type_fidelity_region", "kid_effnet_lite0")
 DOWNSTREAM = ("image_auroc", "pixel_auroc")
 OPTIONS = f"generation.options.{GENERATOR}"
 
