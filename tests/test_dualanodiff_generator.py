@@ -33,14 +33,16 @@ def test_registered_and_import_is_light():
     assert out.stdout.split() == ["False", "False"]
 
 
-@pytest.mark.parametrize("name", ["dualanodiff", "dualanodiff-bcm"])
-def test_fit_sample_write_read_and_reload(name, nut_fewshot, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "autoencoder"),
+    [("dualanodiff", "vae"), ("dualanodiff-bcm", "vae"), ("dualanodiff", "patch-pca")],
+)
+def test_fit_sample_write_read_and_reload(name, autoencoder, nut_fewshot, tmp_path):
     from anobench.generation.dualanodiff.generator import DualAnoDiff
     from anobench.generation.format import GeneratedSetWriter, read_generated_set
 
-    gen = create_generator(
-        name, **{**DualAnoDiff.smoke_options, "cache_dir": str(tmp_path / "cache"), "image_size": 48}
-    )
+    options = {**DualAnoDiff.smoke_options, "offline_autoencoder": autoencoder}
+    gen = create_generator(name, **options, cache_dir=str(tmp_path / "cache"), image_size=48)
     assert gen.writes_fg and gen.config.bcm == (name == "dualanodiff-bcm")
     gen.fit(nut_fewshot, progress=False)
     writer = GeneratedSetWriter(tmp_path / "generated", name, gen.config_hash())
@@ -76,6 +78,10 @@ def test_fit_sample_write_read_and_reload(name, nut_fewshot, tmp_path):
         assert np.array_equal(a.image, b.image) and np.array_equal(a.fg, b.fg) and a.seed == b.seed
     pipe = restored.pipeline(defect)  # the diffusers pipeline that sampled them
     assert type(pipe).__name__ == "DualAnoDiffPipeline" and pipe.unet.has_bcm == (name == "dualanodiff-bcm")
+    # the cached base's autoencoder came back as saved (its class read from vae/config.json)
+    assert (
+        type(pipe.vae).__name__ == {"vae": "AutoencoderKL", "patch-pca": "PatchPCAAutoencoder"}[autoencoder]
+    )
 
 
 def test_cli_trains_offline_and_resumes(nut_root, tmp_path):

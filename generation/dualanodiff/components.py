@@ -26,10 +26,14 @@ from typing import Any
 
 import torch
 
+from anobench.generation.dualanodiff.config import AUTOENCODERS
+
 #: Rare tokens: the whole/part prompts use "vfx" and "sks"; per-category models give each defect
 #: type its own token (in this order, by sorted defect name).
 RARE_TOKENS = ("sks", "ohwx", "zqv", "bnjk", "xkcd", "pqtr", "wmfg", "dvlz", "kjyq", "hzxt")
 SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+#: The patch autoencoder's factor and latent channels: 4 x 4 patches (48 values) on 16 components.
+PATCH_FACTOR, PATCH_CHANNELS = 4, 16
 
 
 @contextlib.contextmanager
@@ -75,7 +79,7 @@ def load_components(name_or_path: str | Path, dtype: torch.dtype = torch.float32
     Raises:
         GenerationInputError: the folder lacks a sub-folder, or the hub id cannot be resolved offline.
     """
-    from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers import DDPMScheduler
     from transformers import CLIPTokenizer
 
     from anobench.generation.dualanodiff.dual_unet import DualBranchUNet2DConditionModel, LoRACLIPTextModel
@@ -96,7 +100,7 @@ def load_components(name_or_path: str | Path, dtype: torch.dtype = torch.float32
         quiet = quiet_hub_bars() if local.is_dir() else contextlib.nullcontext()
         with quiet:  # local folders load in moments; keep the bars for hub downloads
             return Components(
-                vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
+                vae=_vae_class(local).from_pretrained(source, subfolder="vae", **kw),
                 unet=DualBranchUNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
                 text_encoder=LoRACLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw),
                 tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
@@ -108,6 +112,26 @@ def load_components(name_or_path: str | Path, dtype: torch.dtype = torch.float32
             "local diffusers folder, or a hub id with network access (unset HF_HUB_OFFLINE), or None for "
             "the offline mode"
         ) from None
+
+
+def downsample_factor(vae: Any) -> int:
+    """How many image pixels one latent pixel spans, per side (``AutoencoderKL`` or the patch autoencoder)."""
+    factor = getattr(vae, "downsample_factor", None)
+    return int(factor) if factor else 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _vae_class(local: Path) -> Any:
+    """``AutoencoderKL``, or the offline ``PatchPCAAutoencoder`` where a local folder's config names it."""
+    import json
+
+    from diffusers import AutoencoderKL
+
+    from anobench.generation.dualanodiff.patch_autoencoder import PatchPCAAutoencoder
+
+    config = local / "vae" / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("_class_name") == PatchPCAAutoencoder.__name__:
+        return PatchPCAAutoencoder
+    return AutoencoderKL
 
 
 def build_tokenizer(words: list[str] | tuple[str, ...] = ()) -> Any:
@@ -143,6 +167,7 @@ def build_offline_components(
     words: tuple[str, ...] = ("a vfx with part", *RARE_TOKENS),
     seed: int = 0,
     branch_labels: bool = False,
+    autoencoder: str = "vae",
 ) -> Components:
     """Small randomly initialised UNet/VAE/CLIP text encoder + tokenizer (the offline base, untrained).
 
@@ -151,12 +176,18 @@ def build_offline_components(
     cross-branch module would otherwise reach only one resolution. The noise schedule is SD 1.5's
     (scaled linear, 0.00085 -> 0.012, 1000 steps). ``branch_labels``: two class embeddings, the
     dual model's branch (0 whole, 1 part; :func:`~anobench.generation.dualanodiff.dual_unet.branch_labels`).
+    ``autoencoder``: ``"vae"`` (an ``AutoencoderKL`` of ``vae_channels``, 4 latent channels) or
+    ``"patch-pca"`` (:class:`~anobench.generation.dualanodiff.patch_autoencoder.PatchPCAAutoencoder`,
+    factor 4, 16 latent channels, to be fitted; ``vae_channels`` unused).
     """
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextConfig
 
     from anobench.generation.dualanodiff.dual_unet import DualBranchUNet2DConditionModel, LoRACLIPTextModel
+    from anobench.generation.dualanodiff.patch_autoencoder import PatchPCAAutoencoder
 
+    if autoencoder not in AUTOENCODERS:
+        raise ValueError(f"autoencoder={autoencoder!r}: choose one of {', '.join(AUTOENCODERS)}")
     torch.manual_seed(seed)
     groups = min(8, min(vae_channels), min(unet_channels))
     tokenizer = build_tokenizer(list(words))
@@ -173,23 +204,27 @@ def build_offline_components(
             pad_token_id=1,
         )
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
-        block_out_channels=tuple(vae_channels),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=groups,
-        sample_size=resolution,
-    )
-    latent = resolution // 2 ** (len(vae_channels) - 1)
+    if autoencoder == "patch-pca":
+        vae = PatchPCAAutoencoder(factor=PATCH_FACTOR, latent_channels=PATCH_CHANNELS)
+    else:
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+            up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+            block_out_channels=tuple(vae_channels),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=groups,
+            sample_size=resolution,
+        )
+    latent = resolution // downsample_factor(vae)
+    channels = vae.config.latent_channels
     n = len(unet_channels)
     unet = DualBranchUNet2DConditionModel(
         sample_size=latent,
-        in_channels=4,
-        out_channels=4,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=tuple(unet_channels),
         down_block_types=("CrossAttnDownBlock2D",) * n,
         up_block_types=("CrossAttnUpBlock2D",) * n,

@@ -15,6 +15,8 @@ SCHEDULERS = ("pndm", "ddim", "dpm")
 GRANULARITIES = ("defect", "category")
 MASK_EXTRACTORS = ("threshold", "u2net")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+#: The offline base's autoencoders (``offline_autoencoder``).
+AUTOENCODERS = ("vae", "patch-pca")
 
 #: Values of the fields left unset (None), per variant (False: plain, True: BCM), as the released
 #: scripts: ``run_mvtec_split.py`` / ``inference_mvtec_split.py`` (plain) and
@@ -82,6 +84,10 @@ class DualAnoDiffConfig(GeneratorConfig):
             cross-branch module starts at zero (``offline_base``'s docstring); False: the earlier
             recipe (texture blobs as part-like images, no labels, the released init).
         offline_ema: save the offline base UNet's EMA weights.
+        offline_autoencoder: the offline base's autoencoder: ``vae`` (a small ``AutoencoderKL`` of
+            ``offline_vae_channels`` trained ``base_vae_steps`` steps) or ``patch-pca`` (a fixed
+            linear one, 4 x 4 patches on their 16 principal components, fitted in one SVD:
+            :mod:`~anobench.generation.dualanodiff.patch_autoencoder`).
         mask_loss_weight: not in the release (0 = its plain MSE): the fine-tune's error under the
             anomaly mask counts ``1 + mask_loss_weight`` times (``trainer.dual_loss``). None: 10 for
             the offline recipe (offline with ``offline_branch_labels``), else 0 as released.
@@ -134,6 +140,7 @@ class DualAnoDiffConfig(GeneratorConfig):
     offline_text_layers: int = 4
     offline_branch_labels: bool = True
     offline_ema: bool = True
+    offline_autoencoder: str = "vae"
     mask_loss_weight: float | None = None
     cache_dir: str | None = None
     device: str | None = None
@@ -149,6 +156,7 @@ class DualAnoDiffConfig(GeneratorConfig):
             ("granularity", GRANULARITIES),
             ("mask_extractor", MASK_EXTRACTORS),
             ("mixed_precision", MIXED_PRECISION),
+            ("offline_autoencoder", AUTOENCODERS),
         ):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")

@@ -47,6 +47,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,8 @@ def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]
         "seed",
     )
     payload = {f: getattr(config, f) for f in fields} | {"files": files, "version": BASE_VERSION}
+    if config.offline_autoencoder != "vae":  # keyed only when set: bases cached before it existed stay valid
+        payload["offline_autoencoder"] = config.offline_autoencoder
     return f"{category}-{config_hash(payload)}"
 
 
@@ -164,21 +167,15 @@ def untrained_base(config: DualAnoDiffConfig) -> Components:
         config.offline_text_layers,
         seed=config.seed,
         branch_labels=config.offline_branch_labels,
+        autoencoder=config.offline_autoencoder,
     )
 
 
-def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
-    """Build the small models and train VAE, then UNet, on ``normal_images`` (in memory)."""
-    from diffusers import DDPMScheduler
-
-    device = _device(config)
-    parts = untrained_base(config)
-    shapes = config.offline_branch_labels
-    images = torch.stack([to_tensor(load_rgb(p, config.resolution)) for p in normal_images])
-    n, bs = len(images), config.base_batch_size
-    vae, unet, text = parts.vae.to(device), parts.unet.to(device), parts.text_encoder.to(device)
-    text.requires_grad_(False)
-
+def _train_vae(
+    config: DualAnoDiffConfig, vae: Any, images: torch.Tensor, device: torch.device, progress: bool
+) -> None:
+    """``base_vae_steps`` steps of L1 + MSE reconstruction (10x on painted shapes) + a small KL term."""
+    n, bs, shapes = len(images), config.base_batch_size, config.offline_branch_labels
     opt = torch.optim.AdamW(vae.parameters(), lr=config.base_learning_rate, weight_decay=0.0)
     vae.train()
     for step in tqdm(
@@ -199,6 +196,27 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+
+def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
+    """Build the small models, train (or fit) the autoencoder, then train the UNet, on ``normal_images``."""
+    from diffusers import DDPMScheduler
+
+    device = _device(config)
+    parts = untrained_base(config)
+    shapes = config.offline_branch_labels
+    images = torch.stack([to_tensor(load_rgb(p, config.resolution)) for p in normal_images])
+    n, bs = len(images), config.base_batch_size
+    vae, unet, text = parts.vae.to(device), parts.unet.to(device), parts.text_encoder.to(device)
+    text.requires_grad_(False)
+
+    if config.offline_autoencoder == "patch-pca":  # fitted, not trained: the images as the UNet sees them
+        augmented = [
+            _augment(images, step_generator(config.seed, r), config.flips, shapes)[0] for r in range(4)
+        ]
+        vae.fit(torch.cat(augmented).to(device))
+    else:
+        _train_vae(config, vae, images, device, progress)
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         latents = torch.cat(

@@ -34,6 +34,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from anobench.generation.dualanodiff.attention import set_cross_branch_fused
+from anobench.generation.dualanodiff.components import downsample_factor
 from anobench.generation.dualanodiff.data import to_tensor, to_uint8
 from anobench.generation.dualanodiff.dual_unet import (
     DualAnoDiffModel,
@@ -158,7 +159,7 @@ class DualAnoDiffPipeline(DiffusionPipeline):
             raise ValueError("the BCM model needs a background condition image (background=...)")
         gens = generator if isinstance(generator, list) else [generator] * p
         vae, device, dtype = self.vae, self._execution_device, self.unet.dtype
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        factor = downsample_factor(vae)
         default = self.unet.config.sample_size * factor
         shape = (2, self.unet.config.in_channels, (height or default) // factor, (width or default) // factor)
         latents = torch.stack([torch.randn(shape, generator=g) for g in gens]).flatten(0, 1)
