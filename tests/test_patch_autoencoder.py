@@ -104,3 +104,19 @@ def test_a_patch_base_fits_without_training_saves_and_loads(normal_images, tmp_p
     assert isinstance(loaded.vae, PatchPCAAutoencoder)
     assert torch.equal(loaded.vae.components, parts.vae.components)
     assert loaded.vae.config.scaling_factor == parts.vae.config.scaling_factor
+
+
+def test_the_reconstruction_benchmark_separates_the_autoencoders(monkeypatch, capsys):
+    """``perf.offline_autoencoder`` end to end on nut: the fitted patch autoencoder keeps the defects."""
+    import json
+    import sys
+
+    from anobench.benchmarks.perf import offline_autoencoder
+
+    argv = ["offline_autoencoder", "--categories", "nut", "--vae-steps", "1", "--resolution", "32", "--json"]
+    monkeypatch.setattr(sys, "argv", argv)
+    offline_autoencoder.main()
+    rows = {row["autoencoder"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"vae", "patch-pca"} and rows["vae"]["steps"] == 1
+    assert rows["patch-pca"]["defect_l1"] < 0.1 < rows["vae"]["defect_l1"]
+    assert rows["patch-pca"]["normal_l1"] < rows["patch-pca"]["defect_l1"]

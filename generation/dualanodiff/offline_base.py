@@ -198,6 +198,29 @@ def _train_vae(
         opt.step()
 
 
+def fit_autoencoder(config: DualAnoDiffConfig, vae: Any, images: torch.Tensor, progress: bool = True) -> None:
+    """Train (``vae``) or fit (``patch-pca``) the base's autoencoder on ``images`` (N, 3, H, W in [-1, 1]).
+
+    Either sees the images as the UNet will: flipped, half of them part-like, shapes painted in.
+    Then sets ``scaling_factor`` to 1 / std of the images' latents (SD's 0.18215 comes from that rule).
+    """
+    device = vae.device
+    if config.offline_autoencoder == "patch-pca":
+        shapes = config.offline_branch_labels
+        augmented = [
+            _augment(images, step_generator(config.seed, r), config.flips, shapes)[0] for r in range(4)
+        ]
+        vae.fit(torch.cat(augmented).to(device))
+    else:
+        _train_vae(config, vae, images, device, progress)
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        latents = torch.cat(
+            [vae.encode(images[i : i + 32].to(device)).latent_dist.mean for i in range(0, len(images), 32)]
+        )
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
+
+
 def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: bool = True) -> Components:
     """Build the small models, train (or fit) the autoencoder, then train the UNet, on ``normal_images``."""
     from diffusers import DDPMScheduler
@@ -210,19 +233,7 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
     vae, unet, text = parts.vae.to(device), parts.unet.to(device), parts.text_encoder.to(device)
     text.requires_grad_(False)
 
-    if config.offline_autoencoder == "patch-pca":  # fitted, not trained: the images as the UNet sees them
-        augmented = [
-            _augment(images, step_generator(config.seed, r), config.flips, shapes)[0] for r in range(4)
-        ]
-        vae.fit(torch.cat(augmented).to(device))
-    else:
-        _train_vae(config, vae, images, device, progress)
-    vae.eval().requires_grad_(False)
-    with torch.no_grad():
-        latents = torch.cat(
-            [vae.encode(images[i : i + 32].to(device)).latent_dist.mean for i in range(0, n, 32)]
-        )
-        vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
+    fit_autoencoder(config, vae, images, progress)
 
     tok = parts.tokenizer
     ids = tok(
@@ -326,4 +337,12 @@ def load_base(folder: Path) -> Components:
     return load_components(folder)
 
 
-__all__ = ["base_key", "load_base", "offline_base", "paint_shapes", "train_base", "untrained_base"]
+__all__ = [
+    "base_key",
+    "fit_autoencoder",
+    "load_base",
+    "offline_base",
+    "paint_shapes",
+    "train_base",
+    "untrained_base",
+]
