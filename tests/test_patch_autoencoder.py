@@ -55,6 +55,12 @@ def test_the_first_components_are_the_largest_variance_directions():
     covariance = torch.cov(centred.T)
     top = torch.linalg.eigvalsh(covariance).flip(0)[:6]
     torch.testing.assert_close(variances, top, rtol=1e-4, atol=1e-8)
+    # whitened: the scales are those standard deviations, and every latent channel has unit variance
+    torch.testing.assert_close(ae.scales.double() ** 2, top, rtol=1e-4, atol=1e-8)
+    latents = ae.encode(images).latent_dist.mean
+    torch.testing.assert_close(
+        latents.double().var(dim=(0, 2, 3)), torch.ones(6, dtype=torch.float64), rtol=1e-3, atol=0
+    )
 
 
 def test_latents_are_deterministic_whatever_the_noise():

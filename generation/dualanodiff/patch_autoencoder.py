@@ -1,9 +1,12 @@
-"""A fixed linear autoencoder for the offline base: pixel-unshuffle, then principal components.
+"""A fixed linear autoencoder for the offline base: pixel-unshuffle, then whitened principal components.
 
 Offline only (Stable Diffusion brings its own VAE). The image is cut into ``factor`` x ``factor``
 patches (``pixel_unshuffle``: 3 x factor² values each) and every patch is projected on the first
-``latent_channels`` principal components of the patches it was fitted on; decoding is the
-transpose. Nothing is trained: :meth:`PatchPCAAutoencoder.fit` is one SVD.
+``latent_channels`` principal components of the patches it was fitted on, each divided by its
+standard deviation there (whitened: every latent channel has unit variance, as SD's latents
+roughly have; without it the last channels' signal was 1 % of the first's and the base's
+samples came out speckled); decoding is the inverse. Nothing is trained:
+:meth:`PatchPCAAutoencoder.fit` is one SVD.
 
 Why: the small VAE a CPU can train in minutes blurs. Trained 1000 steps (channels 8/16/16, factor 4)
 it draws brick's tilted courses as vertical stripes and erases holes and scratches, so no
@@ -53,6 +56,7 @@ class PatchPCAAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError(f"latent_channels={latent_channels}: must be 1 to {size} (3 x factor²)")
         self.register_buffer("patch_mean", torch.zeros(size))
         self.register_buffer("components", torch.eye(size)[:latent_channels].clone())  # orthonormal rows
+        self.register_buffer("scales", torch.ones(latent_channels))  # each component's std (whitening)
 
     @property
     def downsample_factor(self) -> int:
@@ -65,25 +69,31 @@ class PatchPCAAutoencoder(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> float:
-        """Set the components to the principal ones of ``images``' patches; the variance they keep (0-1)."""
+        """Set the components to the principal ones of ``images``' patches; the variance they keep (0-1).
+
+        A component's scale is its standard deviation over the patches, at least 1 % of the first's
+        (a direction the fitting images barely use is not amplified more than 100x).
+        """
         patches = self._patches(images.to(self.patch_mean)).reshape(-1, self.patch_mean.numel()).double()
         mean = patches.mean(0)
         _, singular, vt = torch.linalg.svd(patches - mean, full_matrices=False)
         k = self.config.latent_channels
         self.patch_mean.copy_(mean)
         self.components.copy_(vt[:k])
+        std = singular[:k] / max(len(patches) - 1, 1) ** 0.5
+        self.scales.copy_(std.clamp_min(1e-2 * std[0].clamp_min(1e-12)))
         energy = singular.square()
         return float(energy[:k].sum() / energy.sum().clamp_min(1e-30))
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
         """Latents (N, latent_channels, H/f, W/f) as a deterministic latent distribution."""
-        z = ((self._patches(x) - self.patch_mean) @ self.components.T).permute(0, 3, 1, 2)
+        z = ((self._patches(x) - self.patch_mean) @ self.components.T / self.scales).permute(0, 3, 1, 2)
         dist = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], 1), deterministic=True)
         return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
 
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> Any:
         """Images (N, 3, H, W) back from latents."""
-        patches = z.permute(0, 2, 3, 1) @ self.components + self.patch_mean
+        patches = (z.permute(0, 2, 3, 1) * self.scales) @ self.components + self.patch_mean
         image = F.pixel_shuffle(patches.permute(0, 3, 1, 2), self.config.factor)
         return DecoderOutput(sample=image) if return_dict else (image,)
 
