@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -43,3 +45,13 @@ def random_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
     torch.save(random_inception_state_dict(seed=0), path)
     return path
+
+
+@pytest.fixture
+def normal_images(tmp_path: Path) -> list[Path]:
+    """Three 16 px random "normal" images (for the offline base's tiny trainings)."""
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for path in paths:
+        Image.fromarray(rng.integers(60, 200, (16, 16, 3), dtype=np.uint8)).save(path)
+    return paths

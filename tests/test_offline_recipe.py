@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from anobench.generation.dualanodiff import offline_base as ob
 from anobench.generation.dualanodiff.components import build_offline_components
@@ -17,15 +13,6 @@ from anobench.generation.dualanodiff.generator import DualAnoDiff
 
 #: The generator's smoke-size options, one step of each base stage at 16 px.
 TINY_BASE = {**DualAnoDiff.smoke_options, "resolution": 16, "base_vae_steps": 1, "base_unet_steps": 1}
-
-
-@pytest.fixture
-def normal_images(tmp_path: Path) -> list[Path]:
-    rng = np.random.default_rng(0)
-    paths = [tmp_path / f"{i}.png" for i in range(3)]
-    for path in paths:
-        Image.fromarray(rng.integers(60, 200, (16, 16, 3), dtype=np.uint8)).save(path)
-    return paths
 
 
 def test_painted_shapes_are_reproducible_small_and_opaque():

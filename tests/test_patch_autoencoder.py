@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -80,15 +78,6 @@ def test_latent_channels_beyond_the_patch_size_are_refused():
 def test_an_unknown_autoencoder_is_a_config_error():
     with pytest.raises(GenerationInputError, match="offline_autoencoder='pca'"):
         DualAnoDiffConfig(pretrained_model_name_or_path=None, offline_autoencoder="pca")
-
-
-@pytest.fixture
-def normal_images(tmp_path: Path) -> list[Path]:
-    rng = np.random.default_rng(0)
-    paths = [tmp_path / f"{i}.png" for i in range(3)]
-    for path in paths:
-        Image.fromarray(rng.integers(60, 200, (16, 16, 3), dtype=np.uint8)).save(path)
-    return paths
 
 
 def test_a_patch_base_fits_without_training_saves_and_loads(normal_images, tmp_path):
