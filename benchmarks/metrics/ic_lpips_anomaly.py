@@ -35,14 +35,20 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def load_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An image (H x W x 3 uint8) and its bool mask at the image's size (nearest)."""
+    rgb, binary = load_rgb(image), load_mask(mask)
+    if binary.shape != rgb.shape[:2]:
+        binary = np.asarray(Image.fromarray(binary).resize(rgb.shape[1::-1], Image.NEAREST))
+    return rgb, binary
+
+
 def write_crops(pairs: Sequence[tuple[Path, Path]], folder: Path) -> list[Path]:
     """Crop each image to its mask's bounding box into ``folder``; pairs with an empty mask are skipped."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, (image, mask) in enumerate(pairs):
-        rgb, binary = load_rgb(image), load_mask(mask)
-        if binary.shape != rgb.shape[:2]:
-            binary = np.asarray(Image.fromarray(binary).resize(rgb.shape[1::-1], Image.NEAREST))
+        rgb, binary = load_pair(image, mask)
         box = mask_box(binary)
         if box is None:
             continue

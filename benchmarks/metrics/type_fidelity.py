@@ -37,8 +37,7 @@ from PIL import Image
 from scipy.spatial.distance import cdist
 
 from anobench.benchmarks.metrics.defaults import PAIR_DEFAULTS
-from anobench.benchmarks.metrics.ic_lpips_anomaly import mask_box
-from anobench.generation.base import load_mask, load_rgb
+from anobench.benchmarks.metrics.ic_lpips_anomaly import load_pair, mask_box
 
 
 def nearest_types(
@@ -84,10 +83,7 @@ def region_crops(pairs: Sequence[tuple[Path, Path]], size: int) -> torch.Tensor:
     """Each image's defect region (:func:`region_box` of its mask), uint8 (N, 3, size, size), bilinear."""
     out = torch.empty((len(pairs), 3, size, size), dtype=torch.uint8)
     for i, (image, mask) in enumerate(pairs):
-        rgb = load_rgb(image)
-        binary = load_mask(mask)
-        if binary.shape != rgb.shape[:2]:
-            binary = np.asarray(Image.fromarray(binary).resize(rgb.shape[1::-1], Image.NEAREST))
+        rgb, binary = load_pair(image, mask)
         top, bottom, left, right = region_box(binary)
         crop = Image.fromarray(rgb[top:bottom, left:right]).resize((size, size), Image.BILINEAR)
         out[i] = torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1)

@@ -36,9 +36,10 @@ def reconstruction_errors(
 ) -> dict[str, float]:
     """Mean L1 over the normal images' pixels and over the anomalies' masked pixels."""
     with torch.no_grad():
-        normal_l1 = (vae.decode(vae.encode(normal).latent_dist.mean).sample - normal).abs().mean()
-        error = (vae.decode(vae.encode(anomalies).latent_dist.mean).sample - anomalies).abs().mean(1)
-    return {"normal_l1": float(normal_l1), "defect_l1": float(error[masks].mean())}
+        normal_l1, error = (
+            (vae.decode(vae.encode(x).latent_dist.mean).sample - x).abs() for x in (normal, anomalies)
+        )
+    return {"normal_l1": float(normal_l1.mean()), "defect_l1": float(error.mean(1)[masks].mean())}
 
 
 def main() -> None:
