@@ -206,6 +206,29 @@ def test_fused_cross_branch_module_equals_the_five_projections():
         module(x)
 
 
+def test_fused_cross_branch_module_runs_three_products_per_pair():
+    """Hand count: five C x C products per token unfused; per pair A d, B d, B n_part and g . d fused."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from anobench.generation.dualanodiff.attention import CrossBranchAttention
+
+    pairs, tokens, width = 3, 5, 24
+    module = CrossBranchAttention(width)
+    x = torch.randn(2 * pairs, tokens, width)
+
+    def flops() -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(x)
+        return counter.get_total_flops()
+
+    unfused = flops()
+    module.fused = module.fuse()
+    fused = flops()
+    positions = pairs * tokens
+    assert unfused == 5 * 2 * (2 * positions) * width**2
+    assert fused == 3 * 2 * positions * width**2 + 2 * positions * width
+
+
 def test_fused_sampling_matches_the_unfused_pipeline_and_guards_its_weights():
     from anobench.generation.dualanodiff.attention import dual_processors
 
@@ -564,7 +587,7 @@ def test_overhead_benchmark_switches_one_unet_between_dual_and_plain_lora():
     """``dualanodiff_speed --only sd15-overhead`` compares what it says: with the plain mode off the
     dual model computes exactly what it computed before the peft layers were added, and the plain
     mode runs the frozen UNet with diffusers' processor plus the peft LoRA only."""
-    from anobench.benchmarks.perf.dualanodiff_speed import PlainLoRA
+    from anobench.benchmarks.perf.dualanodiff_speed import PlainLoRA, sampling_modes, unet_call_flops
 
     model, _, _ = golden_model(False)
     latents, t = _inputs()
@@ -585,6 +608,9 @@ def test_overhead_benchmark_switches_one_unet_between_dual_and_plain_lora():
         again = model(latents, t, embeds)
     assert not torch.allclose(base, dual) and not torch.allclose(lora, base)
     torch.testing.assert_close(again, dual, rtol=0, atol=0)
+    # the FLOP floor it prints: the cross-branch module's products on top of the plain call, fewer fused
+    flops = unet_call_flops(model.unet, sampling_modes(plain), 32)
+    assert flops["plain"] < flops["dual fused"] < flops["dual"]
 
 
 def test_memory_benchmark_variants_are_valid_configs_of_four_pairs_per_step():

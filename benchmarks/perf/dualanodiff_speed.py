@@ -344,26 +344,62 @@ def sd15_overhead(pairs: int = 1, resolution: int = 128, repeats: int = 5, sampl
         "output_type": "pt",
     }
 
-    saims = [p.saim for p in plain.dual_processors.values()]  # (the UNet may be in plain mode now)
-    composed = [m.fuse() for m in saims]  # what DualAnoDiffPipeline.fuse_cross_branch() sets
+    modes = sampling_modes(plain)
 
-    def dual_pair(fused: bool) -> Any:
+    def pair(name: str) -> Any:
         def run(r: int) -> None:
-            plain.use(False)
-            for module, weights in zip(saims, composed, strict=True):
-                module.fused = weights if fused else None
-            dual_pipe(*PROMPTS, generator=torch.Generator().manual_seed(r), guidance_scale=2.5, **size)
+            modes[name]()
+            generator = torch.Generator().manual_seed(r)
+            if name == "plain":
+                plain_pipe(list(PROMPTS), generator=generator, guidance_scale=2.5, **size)
+            else:
+                dual_pipe(*PROMPTS, generator=generator, guidance_scale=2.5, **size)
 
         return run
 
-    def plain_pair(r: int) -> None:
-        plain.use(True)
-        plain_pipe(list(PROMPTS), generator=torch.Generator().manual_seed(r), guidance_scale=2.5, **size)
-
     with torch.no_grad():
-        runs = {"dual": dual_pair(False), "dual fused": dual_pair(True), "plain": plain_pair}
-        sample = interleaved(runs, max(2, repeats // 2))
+        sample = interleaved({name: pair(name) for name in modes}, max(2, repeats // 2))
+        flops = unet_call_flops(plain.unet, modes, resolution)
     report("sample pair", sample, f"{sample_steps} PNDM steps, CFG 2.5, {resolution}px, fp32")
+    print(
+        "sd15-arch UNet call FLOPs (one pair with CFG; torch.utils.flop_counter, no SDPA on CPU): "
+        + ", ".join(f"{name} {n / 1e9:.1f} G ({n / flops['plain']:.3f}x)" for name, n in flops.items())
+    )
+
+
+def sampling_modes(plain: PlainLoRA) -> dict[str, Any]:
+    """Setters of the shared UNet's sampling modes: ``dual`` (SAIM as trained), ``dual fused`` (as
+    the generator samples, :meth:`DualAnoDiffPipeline.fuse_cross_branch`) and ``plain`` LoRA."""
+    saims = [p.saim for p in plain.dual_processors.values()]  # (the UNet may be in plain mode now)
+    composed = [m.fuse() for m in saims]
+
+    def dual_mode(fused: bool) -> Any:
+        def setup() -> None:
+            plain.use(False)
+            for module, weights in zip(saims, composed, strict=True):
+                module.fused = weights if fused else None
+
+        return setup
+
+    return {"dual": dual_mode(False), "dual fused": dual_mode(True), "plain": lambda: plain.use(True)}
+
+
+def unet_call_flops(unet: torch.nn.Module, modes: dict[str, Any], resolution: int) -> dict[str, int]:
+    """FLOPs of one sampling UNet call (a pair, or two images, with CFG) in each of ``modes``.
+
+    The machine-independent floor of the measured sampling ratios.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    latents = torch.zeros(4, unet.config.in_channels, resolution // 8, resolution // 8)
+    context = torch.zeros(4, 77, unet.config.cross_attention_dim)
+    counts = {}
+    for name, setup in modes.items():
+        setup()
+        with FlopCounterMode(display=False) as counter:
+            unet(latents, torch.full((4,), 500), context)
+        counts[name] = counter.get_total_flops()
+    return counts
 
 
 def interleaved(runs: dict[str, Any], repeats: int, warmup: int = 1) -> dict[str, list[float]]:

@@ -108,7 +108,8 @@ class CrossBranchAttention(nn.Module):
     ``LayerNorm(eps=1e-6) -> Linear in -> q/k/v -> SDPA over 2 tokens -> Linear out``; full-rank
     layers with PyTorch's default init (not zero-initialised, as in the released code), so the
     module changes the output from the first step. The caller adds the result residually.
-    ``fused`` (set by :func:`set_cross_branch_fused`, inference only) runs the same map as two products.
+    ``fused`` (set by :func:`set_cross_branch_fused`, inference only) runs the same map in three
+    products per pair.
     """
 
     def __init__(self, dim: int) -> None:
@@ -142,8 +143,10 @@ class CrossBranchAttention(nn.Module):
         does not depend on ``j`` (which the softmax cancels), ``A = P^T Wq^T Wk P`` and
         ``g = P^T Wk^T (Wq p + bq)``; and since each row of attention weights sums to 1,
         ``proj_out`` of the weighted values is the weighted sum of ``B n_j + c`` with
-        ``B = Wo Wv P`` and ``c = Wo (Wv p + bv) + bo``. Per token that is two C x C products
-        (A n, B n) instead of five.
+        ``B = Wo Wv P`` and ``c = Wo (Wv p + bv) + bo``. Over two tokens the softmax is a
+        sigmoid of the score difference, so with ``d = n_whole - n_part`` token ``i`` gets
+        ``B n_part + c + sigmoid(n_i . (A d) + g . d) B d``: three C x C products per pair
+        (A d, B d, B n_part) instead of ten.
         """
 
         def weight(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,12 +173,12 @@ class CrossBranchAttention(nn.Module):
             raise RuntimeError("the cross-branch module is fused for inference: unfuse it to train")
         if not torch.compiler.is_compiling() and fused.versions != self._versions():
             raise RuntimeError("the cross-branch weights changed since they were fused: fuse them again")
-        n = self.norm(x)
-        keys = F.linear(n, fused.score)
-        bias = F.linear(n, fused.score_bias).unflatten(0, (-1, 2)).permute(0, 2, 3, 1)  # (P, N, 1, 2)
-        values = F.linear(n, fused.value, fused.value_bias)
-        y = F.scaled_dot_product_attention(_pairs(n), _pairs(keys), _pairs(values), attn_mask=bias, scale=1.0)
-        return y.transpose(1, 2).flatten(0, 1)
+        pairs = self.norm(x).unflatten(0, (-1, 2))  # (P, 2, N, C): the (whole, part) tokens
+        diff = pairs[:, 0] - pairs[:, 1]
+        logits = (pairs * F.linear(diff, fused.score).unsqueeze(1)).sum(-1, keepdim=True)
+        weight = torch.sigmoid(logits + F.linear(diff, fused.score_bias).unsqueeze(1))
+        out = F.linear(pairs[:, 1], fused.value, fused.value_bias).unsqueeze(1)
+        return (out + weight * F.linear(diff, fused.value).unsqueeze(1)).flatten(0, 1)
 
 
 class BackgroundCompensation(nn.Module):
