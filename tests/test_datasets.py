@@ -219,17 +219,32 @@ def test_visa_fold_is_printed_once_and_recorded_in_the_manifest(tmp_path, visa_r
     assert SplitManifest.read(path) == make_split(read_category(visa_rare, "nut"), "strict")
 
 
-def test_visa_type_still_too_small_after_folding_is_one_line(tmp_path, written, capsys):
+def test_visa_type_still_too_small_after_folding_is_read_and_refused_by_the_strict_split(
+    tmp_path, written, capsys
+):
+    """As in every layout: the category reads (with a note); only a split that cannot split it fails."""
     root = tmp_path / "visa"
     shutil.copytree(written / "visa", root)
     anno = root / "nut" / "image_anno.csv"
     relabel(anno, {"000.JPG": "burnt", "001.JPG": "scratch,burnt"})  # combined: 2 images
-    line = _one_problem(root)
-    assert line.startswith(f"{anno}: type 'combined' has 2 image(s) (000.JPG, 001.JPG)")
-    assert "needs 3 to be split" in line and "frequent labels in this file" in line
+    cat = read_category(root, "nut")
+    assert len(cat.defects["combined"]) == 2
+    note = "nut: type 'combined' has 2 image(s), fewer than the strict split needs (3)"
+    assert cat.notes[-1].startswith(note)
+    assert str(anno) in cat.notes[-1]
+    assert make_split(cat, "dualanodiff-bcm-official").defects["combined"].n_total == 2
     assert main(["data", "split", str(root), "--out", str(tmp_path / "splits")]) == 2
     err = capsys.readouterr().err
-    assert "type 'combined' has 2 image(s)" in err and "Traceback" not in err
+    assert "type 'combined' of nut has 2 anomalies (000.JPG, 001.JPG)" in err and "Traceback" not in err
+    # without image_anno.csv every anomaly is one type; two anomalies read too
+    anno.unlink()
+    split_csv = root / "split_csv" / "1cls.csv"
+    rows = split_csv.read_text().splitlines()
+    anomalies = [r for r in rows if ",anomaly," in r]
+    split_csv.write_text("\n".join([r for r in rows if r not in anomalies[2:]]) + "\n")
+    cat = read_category(root, "nut")
+    assert {d: len(s) for d, s in cat.defects.items()} == {"anomaly": 2}
+    assert str(split_csv) in cat.notes[-1]
 
 
 def test_visa_types_from_image_anno_and_without_it(tmp_path, written):
@@ -302,6 +317,34 @@ def test_each_adapter_reports_one_line_per_problem(tmp_path, written, capsys, la
     assert main(["data", "check", str(root)]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def test_btad_product_03_masks_are_bmp(tmp_path, written):
+    """BTAD as distributed: product 03's masks are ``<stem>.bmp``, the others' ``<stem>.png``."""
+    root = tmp_path / "btad"
+    shutil.copytree(written / "btad", root)
+    masks = sorted((root / "nut" / "ground_truth" / "ko").glob("*.png"))
+    for mask in masks:
+        Image.open(mask).save(mask.with_suffix(".bmp"))
+        mask.unlink()
+    cat = read_category(root, "nut")
+    samples = cat.defects["ko"]
+    assert len(samples) == len(masks) and {s.mask.suffix for s in samples} == {".bmp"}
+    assert read_mask(samples[0].mask).any()
+
+
+def test_mvtec_3d_masks_with_one_grey_value_per_defect_class(tmp_path, written):
+    """MVTec 3D-AD's gt masks hold class values (class_ids.json: e.g. 254 crack, 253 + 254 combined)."""
+    root = tmp_path / "mvtec3d"
+    shutil.copytree(written / "mvtec-3d", root)
+    mask_path = next((root / "nut" / "test" / "stain" / "gt").glob("*.png"))
+    binary = np.asarray(Image.open(mask_path).convert("L")) > 0
+    labelled = np.where(binary, 254, 0).astype(np.uint8)
+    labelled[: labelled.shape[0] // 2][binary[: labelled.shape[0] // 2]] = 253
+    Image.fromarray(labelled).save(mask_path)
+    cat = read_category(root, "nut")
+    sample = next(s for s in cat.defects["stain"] if s.mask == mask_path)
+    np.testing.assert_array_equal(read_mask(sample.mask), binary)
 
 
 def test_format_flag_overrides_detection(written, capsys):

@@ -127,7 +127,9 @@ def test_mvtec_keeps_the_strict_error_for_small_types(tmp_path, nut_root, capsys
     assert "note:" not in capsys.readouterr().out  # nothing folded
     assert main(["data", "split", str(root), "--out", str(tmp_path / "splits")]) == 2
     err = capsys.readouterr().err
-    assert f"{root / 'nut' / 'test' / 'scratch'}: 2 anomalies give no few-shot image" in err
+    folder = root / "nut" / "test" / "scratch"
+    assert f"{folder}: type 'scratch' of nut has 2 anomalies (000.png, 001.png)" in err
+    assert "give no few-shot image under split 'strict'" in err
     assert "at least 3 images" in err and "Traceback" not in err
 
 

@@ -182,9 +182,12 @@ def make_split(category: CategoryData, preset: str = "strict") -> SplitManifest:
         n_train, start = fewshot_count(len(samples), preset), first_test_index(len(samples))
         fewshot, test = samples[:n_train], samples[start:]
         if not fewshot:
+            images = ", ".join(s.image.name for s in samples)
             raise UserError(
-                f"{category.path / 'test' / name}: {len(samples)} anomalies give no few-shot image under "
-                f"split {preset!r}; a defect type needs at least {MIN_TYPE_IMAGES} images"
+                f"{samples[0].image.parent}: type {name!r} of {category.name} has {len(samples)} "
+                f"anomalies ({images}), which give no few-shot image under split {preset!r}; a defect "
+                f"type needs at least {MIN_TYPE_IMAGES} images (split 'dualanodiff-bcm-official' takes "
+                "ceil(N/3), one for N = 1 or 2)"
             )
         overlap = sorted({_rel(s.image, root) for s in fewshot} & {_rel(s.image, root) for s in test})
         defects[name] = DefectSplit(

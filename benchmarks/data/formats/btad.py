@@ -1,6 +1,8 @@
 """BTAD (beanTech): ``01|02|03/{train/ok, test/ok, test/ko, ground_truth/ko/<stem>.png}``, BMP or PNG.
 
-One defect type, ``ko``. Masks are read with the > 0 rule (not checked for two values).
+One defect type, ``ko``. Masks are ``<stem>.png`` in products 01 and 02 and ``<stem>.bmp`` in 03
+(as distributed; anomalib converts them to PNG after download, so both are read). Masks are read
+with the > 0 rule (not checked for two values).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ class BTAD(FolderPerClass):
     hint = "a BTAD category (01, 02, 03) needs train/ok, test/ok, test/ko and ground_truth/ko/<stem>.png"
 
     def mask_names(self, image: Path) -> list[str]:
-        """``<stem>.png``."""
-        return [f"{image.stem}.png"]
+        """``<stem>.png`` (01, 02, anomalib's converted copy), else ``<stem>.bmp`` (03)."""
+        return [f"{image.stem}.png", f"{image.stem}.bmp"]
 
     def defect_map(self, defects: list[str]) -> dict[str, str]:
         """Every source type becomes ``ko``."""

@@ -1,6 +1,8 @@
 """MVTec 3D-AD, RGB only: ``<cat>/{train/good/rgb, test/<defect>/{rgb,gt}}``.
 
-The point clouds (``xyz``) and the validation set are not read.
+The point clouds (``xyz``) and the validation set are not read. The ``gt`` masks hold one grey
+value per defect class (the category's ``class_ids.json``, e.g. 255, 254, 253; several in a
+``combined`` mask), so they are read with the > 0 rule, not checked for two values.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class MVTec3D(FolderPerClass):
 
     description = "MVTec 3D-AD (RGB): <cat>/{train/good/rgb, test/<defect>/{rgb,gt}}"
     hint = "an MVTec 3D-AD category needs train/good/rgb, test/good/rgb and test/<defect>/{rgb,gt}"
+    binary_masks = False
 
     def detect(self, root: Path) -> bool:
         """A category with ``train/good/rgb``."""
