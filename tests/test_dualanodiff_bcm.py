@@ -211,13 +211,21 @@ def test_released_checkpoint_converts_to_identical_outputs(bcm, tmp_path, capsys
     source, _, _ = golden_model(bcm)
     released = released_state(source, bcm)
     assert any("temporal_" in k for k in released) and all(".lora." not in k for k in released)
-    (tmp_path / "all_generate").mkdir()
-    torch.save(released, tmp_path / "all_generate" / "pytorch_lora_weights.bin")
+    # where the released scripts leave it: the BCM script in the output folder; the plain one in
+    # checkpoint-<step> folders (its inference reads checkpoint-5000); the last step is taken
+    folder = tmp_path / "all_generate" / "bottle" / "broken_large"
+    weights = folder / ("" if bcm else "checkpoint-5000") / "pytorch_lora_weights.bin"
+    weights.parent.mkdir(parents=True)
+    torch.save(released, weights)
+    if not bcm:
+        (folder / "checkpoint-900").mkdir()  # before 5000 by number, after it by name
+        (folder / "checkpoint-900" / "pytorch_lora_weights.bin").write_bytes(b"an earlier step")
     dst = tmp_path / "converted.safetensors"
-    assert main(["dualanodiff", "convert", str(tmp_path / "all_generate"), str(dst)]) == 0
+    assert main(["dualanodiff", "convert", str(folder), str(dst)]) == 0
     assert "rank 2" in capsys.readouterr().out
     with safe_open(str(dst), "pt") as f:
         assert f.metadata()["bcm"] == str(bcm).lower() and f.metadata()["rank"] == "2"
+        assert f.metadata()["train_text_encoder"] == "true"
 
     fresh, _ = tiny_model(bcm=bcm, seed=7)
     fresh.load_trainable(dst)
@@ -253,7 +261,89 @@ def test_unknown_or_missing_released_keys_are_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "out.safetensors").exists()
     (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
     assert main(["dualanodiff", "convert", str(tmp_path / "junk.bin"), str(tmp_path / "o.safetensors")]) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "not a readable checkpoint" in err and len(err.splitlines()) == 1
+    assert main(["dualanodiff", "convert", str(tmp_path), str(tmp_path / "o.safetensors")]) == 2
+    assert "no pytorch_lora_weights.safetensors or pytorch_lora_weights.bin" in capsys.readouterr().err
+
+
+def _layer_keys(state: dict, fragment: str) -> list[str]:
+    """The keys of the first layer whose keys contain ``fragment``."""
+    first = next(k for k in state if fragment in k)
+    layer = first[: first.index(fragment) + len(fragment)]
+    return [k for k in state if k.startswith(layer)]
+
+
+def _drop_a_processor(state: dict) -> None:
+    for key in _layer_keys(state, ".attn2.processor."):
+        del state[key]
+
+
+def _skip_a_text_layer(state: dict) -> None:  # layers 0 and 2, no 1
+    for key in _layer_keys(state, "encoder.layers.0.self_attn."):
+        state[key.replace("layers.0.", "layers.2.")] = state[key]
+
+
+def _bcm_scalar_in_a_plain_checkpoint(state: dict) -> None:
+    prefix = _layer_keys(state, ".attn1.processor.")[0].split(".processor.")[0]
+    state[f"{prefix}.processor.temporal_a"] = torch.zeros(1)
+
+
+def _bcm_wrapper_on_a_plain_processor(state: dict) -> None:
+    for key in _layer_keys(state, ".attn1.processor."):
+        state[key.replace(".processor.", ".processor.chained_proc.")] = state.pop(key)
+
+
+def _an_up_projection_of_another_rank(state: dict) -> None:
+    key = next(k for k in state if k.endswith("to_q_lora.1.up.weight"))
+    state[key] = torch.zeros(state[key].shape[0], 3)
+
+
+@pytest.mark.parametrize(
+    ("breaks", "expected"),
+    [
+        (_drop_a_processor, "missing tensors"),
+        (_skip_a_text_layer, "missing tensors"),
+        (_bcm_scalar_in_a_plain_checkpoint, "1 unknown keys"),
+        (_bcm_wrapper_on_a_plain_processor, "unknown keys"),
+        (_an_up_projection_of_another_rank, "ranks differ"),
+    ],
+)
+def test_incomplete_or_foreign_released_checkpoints_are_one_line_errors(tmp_path, capsys, breaks, expected):
+    from anobench.generation.dualanodiff.convert import convert_released
+    from anobench.generation.errors import GenerationInputError
+
+    source, _ = tiny_model(bcm=False)
+    state = released_state(source, bcm=False)
+    convert_released(state)  # (the intact one converts)
+    breaks(state)
+    with pytest.raises(GenerationInputError, match=expected):
+        convert_released(state)
+
+
+def test_checkpoint_without_text_encoder_lora_says_so_and_names_load_across_transformers(tmp_path):
+    """Metadata ``train_text_encoder``; a file whose text names carry transformers 4.x's
+    ``text_model.`` level (as a 4.x install saves them) loads into this model all the same."""
+    from safetensors.torch import save_file
+
+    from anobench.generation.dualanodiff.convert import convert_released
+    from anobench.generation.dualanodiff.dual_unet import portable_name
+
+    source, _ = tiny_model(bcm=False)
+    state = released_state(source, bcm=False)
+    unet_only = {k: v for k, v in state.items() if k.startswith("unet.")}
+    assert convert_released(unet_only)[1]["train_text_encoder"] == "false"
+    saved = source.trainable_state_dict()
+    assert saved and all("text_model." not in n for n in saved)
+    assert portable_name(
+        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.default.weight"
+    ) == ("text_encoder.encoder.layers.0.self_attn.q_proj.lora_A.default.weight")
+    as_4x = {n.replace("text_encoder.", "text_encoder.text_model.", 1): t for n, t in saved.items()}
+    save_file(as_4x, str(tmp_path / "4x.safetensors"))
+    fresh, _ = tiny_model(bcm=False, seed=7)
+    fresh.load_trainable(tmp_path / "4x.safetensors")
+    for name, value in fresh.trainable_state_dict().items():
+        torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
 
 
 @pytest.mark.slow

@@ -25,5 +25,6 @@ def convert(args: argparse.Namespace) -> int:
 
     meta = convert_file(args.src, args.dst)
     variant = "dualanodiff-bcm" if meta["bcm"] == "true" else "dualanodiff"
-    print(f"wrote {args.dst}: {meta['tensors']} tensors, rank {meta['rank']}, {variant}")
+    text = "" if meta["train_text_encoder"] == "true" else ", no text-encoder LoRA"
+    print(f"wrote {args.dst}: {meta['tensors']} tensors, rank {meta['rank']}, {variant}{text}")
     return 0

@@ -194,6 +194,15 @@ def branch_labels(unet: UNet2DConditionModel, n: int) -> torch.Tensor | None:
     return (torch.arange(n) % 2).to(unet.device)
 
 
+def portable_name(name: str) -> str:
+    """A trainable tensor's saved name: the same under every transformers version.
+
+    transformers 4.x ``CLIPTextModel`` has a ``text_model.`` level that 5.x does not (the released
+    checkpoints carry it); the saved name leaves it out, so files convert and load under either.
+    """
+    return name.replace("text_encoder.text_model.", "text_encoder.", 1)
+
+
 class DualAnoDiffModel(nn.Module):
     """Noise prediction of interleaved (whole, part) pairs with the dual-branch UNet.
 
@@ -249,9 +258,12 @@ class DualAnoDiffModel(nn.Module):
         return predict_noise(self.unet, noisy_latents, timesteps, prompt_embeds, noisy_background)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The learned tensors only (processors' LoRA/SAIM/BCM + text LoRA), detached, contiguous."""
+        """The learned tensors only (processors' LoRA/SAIM/BCM + text LoRA), detached, contiguous.
+
+        Names are :func:`portable_name` s, the same under every transformers version.
+        """
         names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {n: t.detach().contiguous() for n, t in self.state_dict().items() if n in names}
+        return {portable_name(n): t.detach().contiguous() for n, t in self.state_dict().items() if n in names}
 
     def load_trainable(self, path: str | Path) -> None:
         """Load a ``trainable_state_dict`` saved as safetensors (never unpickles).
@@ -264,8 +276,10 @@ class DualAnoDiffModel(nn.Module):
 
         from anobench.generation.errors import GenerationInputError
 
+        own_names = {portable_name(n): n for n, p in self.named_parameters() if p.requires_grad}
         state = load_file(str(path), device=str(next(self.parameters()).device))
-        expected = {n for n, p in self.named_parameters() if p.requires_grad}
+        state = {own_names.get(portable_name(n), n): t for n, t in state.items()}
+        expected = set(own_names.values())
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         own = self.state_dict()
         wrong = [n for n in state if n in own and own[n].shape != state[n].shape]
