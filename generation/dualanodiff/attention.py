@@ -223,12 +223,20 @@ class DualBranchAttnProcessor(nn.Module):
         self.layer = ""  # the processor's name in the UNet (set at install): its BCM store key
 
     def _lora(self, name: str, x: torch.Tensor, branch0_only: bool) -> torch.Tensor:
-        """The LoRA update of projection ``name`` for each sample's branch."""
+        """The LoRA update of projection ``name`` for each sample's branch.
+
+        Both branches in two batched products over (branch, tokens): on the strided per-branch
+        views of the interleaved batch, each product was a small batched one per pair (the
+        profiler: 2x the time of the plain LoRA's products).
+        """
         if branch0_only:
             return getattr(self.lora[0], name)(x)
-        pairs = x.unflatten(0, (-1, 2))
-        out = [getattr(self.lora[b], name)(pairs[:, b]) for b in range(2)]
-        return torch.stack(out, dim=1).flatten(0, 1)
+        downs = torch.stack([getattr(b, name).down.weight for b in self.lora])  # (2, rank, C)
+        ups = torch.stack([getattr(b, name).up.weight for b in self.lora])  # (2, C out, rank)
+        pairs = x.unflatten(0, (-1, 2)).transpose(0, 1)  # (2, P, N, C): one branch per row
+        tokens = pairs.reshape(2, -1, x.shape[-1]).to(downs.dtype)
+        update = tokens.bmm(downs.transpose(1, 2)).bmm(ups.transpose(1, 2)).to(x.dtype)
+        return update.unflatten(1, pairs.shape[1:3]).transpose(0, 1).flatten(0, 1)
 
     def __call__(
         self,
