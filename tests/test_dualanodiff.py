@@ -229,6 +229,22 @@ def test_fused_cross_branch_module_runs_three_products_per_pair():
     assert fused == 3 * 2 * positions * width**2 + 2 * positions * width
 
 
+def test_sampling_lora_products_equal_the_training_ones():
+    """Without gradients the two branches' LoRA run as batched products; the values are the
+    per-branch products' (the training path), up to float32 summation order."""
+    model, _, _ = golden_model(False)
+    for name, param in model.named_parameters():
+        if ".up." in name:  # LoRA up starts at zero: make the updates count
+            param.data.normal_(0, 0.3)
+    latents, t = _inputs()
+    embeds = _embeds(model)
+    trained = model(latents, t, embeds).detach()
+    with torch.no_grad():
+        sampled = model(latents, t, embeds)
+    assert trained.abs().max() > 0.1
+    torch.testing.assert_close(sampled, trained, rtol=0, atol=1e-5)
+
+
 def test_fused_sampling_matches_the_unfused_pipeline_and_guards_its_weights():
     from anobench.generation.dualanodiff.attention import dual_processors
 

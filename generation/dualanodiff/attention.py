@@ -225,12 +225,18 @@ class DualBranchAttnProcessor(nn.Module):
     def _lora(self, name: str, x: torch.Tensor, branch0_only: bool) -> torch.Tensor:
         """The LoRA update of projection ``name`` for each sample's branch.
 
-        Both branches in two batched products over (branch, tokens): on the strided per-branch
-        views of the interleaved batch, each product was a small batched one per pair (the
-        profiler: 2x the time of the plain LoRA's products).
+        Without gradients (sampling) both branches run as two batched products over (branch,
+        tokens): on the strided per-branch views of the interleaved batch each product is a small
+        batched one per pair (the profiler: 2x the time of a plain LoRA's products). Training keeps
+        the per-branch products: the same values, but summed in another order, and the small
+        offline trainings are chaotic enough that the calibrated quick baseline would move.
         """
         if branch0_only:
             return getattr(self.lora[0], name)(x)
+        if torch.is_grad_enabled():
+            pairs = x.unflatten(0, (-1, 2))
+            out = [getattr(self.lora[b], name)(pairs[:, b]) for b in range(2)]
+            return torch.stack(out, dim=1).flatten(0, 1)
         downs = torch.stack([getattr(b, name).down.weight for b in self.lora])  # (2, rank, C)
         ups = torch.stack([getattr(b, name).up.weight for b in self.lora])  # (2, C out, rank)
         pairs = x.unflatten(0, (-1, 2)).transpose(0, 1)  # (2, P, N, C): one branch per row
