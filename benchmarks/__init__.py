@@ -7,4 +7,12 @@ import os
 # the CLI or anything else of the application imports torch; an explicit setting is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# torch starts one thread per visible core; in a container whose cgroup quota allows fewer CPUs than
+# it sees, that many threads would time-slice on the allowed ones. An explicit setting is kept.
+if "OMP_NUM_THREADS" not in os.environ:
+    from anobench.benchmarks.cpus import affinity_cpus, usable_cpus
+
+    if usable_cpus() < affinity_cpus():
+        os.environ["OMP_NUM_THREADS"] = str(usable_cpus())
+
 __version__ = "0.1.0"

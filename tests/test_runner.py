@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -282,3 +283,70 @@ def test_offline_dualanodiff_is_marked_smoke_size_and_the_rest_is_not():
     sd15 = "generation.options.dualanodiff.pretrained_model_name_or_path=/models/sd15"
     with_sd = load_config("quick", [sd15])
     assert not smoke_size(with_sd, "dualanodiff")
+
+
+def test_dask_starts_the_longest_chain_first(tmp_path, nut_root, monkeypatch):
+    import anobench.benchmarks.runner.backends as backends
+
+    # stored costs that make the detector job (listed last) the longest chain: one worker runs it first
+    costs = {"cpu_cores": 2, "stages": {"detector": {"seconds": 1000.0}, "generate": {"seconds": 1.0}}}
+    monkeypatch.setattr(backends, "load_costs", lambda: costs)
+    config = _tiny(f"data.root={nut_root}", "evaluation.detectors=[{name: padim, image_size: 32}]")
+    jobs = expand_grid(config, nut_root, tmp_path / "run", ["nut"])
+    assert [j.key.stage for j in jobs] == [GENERATE, DOWNSTREAM, DETECTOR]
+    order = []
+    DaskBackend(n_workers=1).run(jobs, lambda outcome: order.append((outcome.key.stage, outcome.status)))
+    assert order == [(DETECTOR, "done"), (GENERATE, "done"), (DOWNSTREAM, "done")]
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2.0),  # cgroup v2
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_quota_caps_the_usable_cpus(tmp_path, files, expected):
+    from anobench.benchmarks.cpus import affinity_cpus, cgroup_cpu_quota, usable_cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(tmp_path) == expected
+    affinity = affinity_cpus()
+    assert usable_cpus(tmp_path) == (affinity if expected is None else min(affinity, math.ceil(expected)))
+
+
+def test_local_workers_get_torch_threads_and_not_dasks_malloc_trim(monkeypatch):
+    import dask
+    from distributed import Client, LocalCluster
+
+    from anobench.benchmarks.runner.backends import local_worker_settings, spawn_settings
+
+    def worker_environment():
+        return os.environ.get("OMP_NUM_THREADS"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+    # as left by an earlier cluster with Dask's defaults: the nanny would pass this on to new workers
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    before = dict(os.environ)
+    settings = spawn_settings(local_worker_settings(1))
+    cluster_args = {"n_workers": 1, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    with settings, LocalCluster(**cluster_args) as cluster, Client(cluster) as client:
+        (seen,) = client.run(worker_environment).values()
+        profiling = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+    assert tuple(seen) == ("1", None)
+    assert list(profiling.values()) == [False]
+    assert dict(os.environ) == before  # this process's environment as it was
+
+
+def test_dask_workers_benchmark_runs_every_setting(capsys):
+    from anobench.benchmarks.perf import dask_workers
+
+    assert dask_workers.main(["--steps", "1", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(dask_workers.SETTINGS)
+    assert all(float(line.split()[1]) > 0 for line in lines)

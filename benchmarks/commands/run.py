@@ -22,7 +22,7 @@ from anobench.benchmarks.runner.grid import (
     record_grid,
 )
 from anobench.benchmarks.runner.jobs import smoke_size
-from anobench.benchmarks.runner.plan import format_plan
+from anobench.benchmarks.runner.plan import format_plan, load_costs, probe_seconds, probed_costs
 from anobench.benchmarks.runner.stage_names import DOWNSTREAM
 from anobench.benchmarks.tables import format_table
 from anobench.generation.locking import FolderLock
@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--plan", action="store_true", help="print the grid and a cost estimate per stage, run nothing"
     )
+    p.add_argument(
+        "--no-probe", action="store_true",
+        help="with --plan: the stored seconds as they are, without timing this machine first",
+    )  # fmt: skip
     add_format_options(p)
     p.set_defaults(handler=run)
 
@@ -72,14 +76,15 @@ def run(args: argparse.Namespace) -> int:
     names = grid_categories(config, root)
     dataset_format = config.data.format or f"{detect_format(root)}, detected"
     fingerprints = data_fingerprints(config, root, names)  # reads and splits each category first
-    if args.plan:
-        jobs = expand_grid(config, root, run_dir, names, fingerprints)
-        print(f"plan for {config.name!r}: {len(jobs)} jobs, categories {', '.join(names)} ({dataset_format})")
-        print(format_plan(jobs, config))
-        return 0
     backend = make_backend(
         config.runner.backend, config.runner.scheduler, config.runner.n_workers, progress=not args.no_progress
     )
+    if args.plan:
+        jobs = expand_grid(config, root, run_dir, names, fingerprints)
+        print(f"plan for {config.name!r}: {len(jobs)} jobs, categories {', '.join(names)} ({dataset_format})")
+        costs = load_costs() if args.no_probe else probed_costs(load_costs(), probe_seconds())
+        print(format_plan(jobs, config, costs, workers=backend.slots))
+        return 0
     with FolderLock(run_dir):  # one writer per run folder; report and check read without it
         jobs = expand_grid(config, root, run_dir, names, fingerprints)
         record = record_grid(run_dir, config.name, jobs)
