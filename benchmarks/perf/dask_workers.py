@@ -19,20 +19,9 @@ import sys
 SETTINGS = ("plain", "dask-defaults", "dask-profiler-off", "backend")
 
 
-def steps_seconds(steps: int) -> float:
-    """Wall seconds of ``steps`` quick-size segmenter training steps with one torch thread."""
-    import torch
-
-    from anobench.benchmarks.perf.downstream_speed import segmenter_throughput
-
-    torch.set_num_threads(1)
-    rate, _ = segmenter_throughput(64, 8, 16, steps, torch.device("cpu"))
-    return steps * 16 / rate
-
-
 def plain_processes(steps: int, workers: int) -> list[float]:
-    """:func:`steps_seconds` in ``workers`` plain single-threaded processes at once."""
-    code = f"from anobench.benchmarks.perf.dask_workers import steps_seconds; print(steps_seconds({steps}))"
+    """:func:`single_thread_steps_seconds` in ``workers`` plain single-threaded processes at once."""
+    code = f"from anobench.benchmarks.runner.plan import single_thread_steps_seconds as t; print(t({steps}))"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
@@ -42,10 +31,11 @@ def plain_processes(steps: int, workers: int) -> list[float]:
 
 
 def dask_workers(steps: int, workers: int, setting: str) -> list[float]:
-    """:func:`steps_seconds` on each worker of a LocalCluster started with ``setting``."""
+    """:func:`single_thread_steps_seconds` on each worker of a LocalCluster started with ``setting``."""
     from distributed import Client, LocalCluster
 
     from anobench.benchmarks.runner.backends import local_worker_settings, spawn_settings
+    from anobench.benchmarks.runner.plan import single_thread_steps_seconds
 
     config: dict[str, object] = {}  # Dask's defaults: one thread per worker, its malloc setting, profiler
     if setting == "dask-profiler-off":
@@ -57,7 +47,9 @@ def dask_workers(steps: int, workers: int, setting: str) -> list[float]:
     ) as cluster, Client(cluster) as client:  # fmt: skip
         client.wait_for_workers(workers)
         addresses = list(client.scheduler_info()["workers"])
-        futures = [client.submit(steps_seconds, steps, pure=False, workers=[a]) for a in addresses]
+        futures = [
+            client.submit(single_thread_steps_seconds, steps, pure=False, workers=[a]) for a in addresses
+        ]
         return client.gather(futures)
 
 

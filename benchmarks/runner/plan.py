@@ -54,27 +54,28 @@ def job_seconds(entry: dict[str, Any], config: RunConfig) -> float:
 PROBE = {"image_size": 64, "base_width": 8, "batch": 16, "steps": 10, "repeats": 5}
 
 
+def single_thread_steps_seconds(steps: int) -> float:
+    """Wall seconds of ``steps`` of :data:`PROBE`'s segmenter training steps on one torch thread."""
+    import torch
+
+    from anobench.benchmarks.perf.downstream_speed import segmenter_throughput
+
+    size, width, batch = PROBE["image_size"], PROBE["base_width"], PROBE["batch"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return steps * batch / segmenter_throughput(size, width, batch, steps, torch.device("cpu"))[0]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def probe_seconds() -> float:
     """Wall seconds of :data:`PROBE`'s training steps on this machine (min over its repeats).
 
     ``costs.json`` records the same probe on the machine its seconds were measured on, so
     :func:`probed_costs` can scale them to this one (a few seconds).
     """
-    import torch
-
-    from anobench.benchmarks.perf.downstream_speed import segmenter_throughput
-
-    size, width, batch, steps = PROBE["image_size"], PROBE["base_width"], PROBE["batch"], PROBE["steps"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rates = [
-            segmenter_throughput(size, width, batch, steps, torch.device("cpu"))[0]
-            for _ in range(PROBE["repeats"])
-        ]
-    finally:
-        torch.set_num_threads(threads)
-    return steps * batch / max(rates)
+    return min(single_thread_steps_seconds(PROBE["steps"]) for _ in range(PROBE["repeats"]))
 
 
 def probed_costs(costs: dict[str, Any], seconds_here: float) -> dict[str, Any]:
@@ -103,6 +104,17 @@ def estimated_seconds(jobs: list[Job], costs: dict[str, Any]) -> dict[JobKey, fl
     return out
 
 
+def _dependency_graph(jobs: list[Job]) -> tuple[dict[JobKey, set[JobKey]], dict[JobKey, list[JobKey]]]:
+    """Each job's dependencies among ``jobs``, and the jobs that wait for each one."""
+    keys = {job.key for job in jobs}
+    waiting = {job.key: set(job.depends_on) & keys for job in jobs}
+    dependents: dict[JobKey, list[JobKey]] = {key: [] for key in waiting}
+    for key, deps in waiting.items():
+        for dep in deps:
+            dependents[dep].append(key)
+    return waiting, dependents
+
+
 def critical_paths(jobs: list[Job], costs: dict[str, Any]) -> dict[JobKey, float]:
     """Seconds from each job's start to the end of the longest chain of jobs that wait for it.
 
@@ -111,10 +123,7 @@ def critical_paths(jobs: list[Job], costs: dict[str, Any]) -> dict[JobKey, float
     wait behind minutes of short jobs. Jobs without a measurement count 0 s.
     """
     seconds = estimated_seconds(jobs, costs)
-    dependents: dict[JobKey, list[JobKey]] = {job.key: [] for job in jobs}
-    for job in jobs:
-        for dep in job.depends_on:
-            dependents.setdefault(dep, []).append(job.key)
+    _, dependents = _dependency_graph(jobs)
     paths: dict[JobKey, float] = {}
     for job in reversed(jobs):  # jobs come in dependency order: a job's dependents after it
         tail = max((paths[d] for d in dependents[job.key]), default=0.0)
@@ -128,24 +137,8 @@ def longest_chain_first(jobs: list[Job], paths: dict[JobKey, float]) -> list[Job
     A parallel backend submitting in this order hands its idle workers the right jobs even before
     the scheduler has seen the later ones.
     """
-    order = {job.key: i for i, job in enumerate(jobs)}
     by_key = {job.key: job for job in jobs}
-    waiting = {job.key: set(job.depends_on) & set(order) for job in jobs}
-    dependents: dict[JobKey, list[JobKey]] = {key: [] for key in order}
-    for key, deps in waiting.items():
-        for dep in deps:
-            dependents[dep].append(key)
-    heap = [(-paths[k], order[k], k) for k, deps in waiting.items() if not deps]
-    heapq.heapify(heap)
-    out = []
-    while heap:
-        *_, key = heapq.heappop(heap)
-        out.append(by_key[key])
-        for child in dependents[key]:
-            waiting[child].discard(key)
-            if not waiting[child]:
-                heapq.heappush(heap, (-paths[child], order[child], child))
-    return out
+    return [by_key[key] for key, _ in _schedule(jobs, paths, {job.key: 0.0 for job in jobs}, workers=1)]
 
 
 def wall_seconds(jobs: list[Job], costs: dict[str, Any], workers: int) -> float:
@@ -154,23 +147,34 @@ def wall_seconds(jobs: list[Job], costs: dict[str, Any], workers: int) -> float:
     >>> wall_seconds([], load_costs(), workers=2)
     0.0
     """
-    seconds, paths = estimated_seconds(jobs, costs), critical_paths(jobs, costs)
+    seconds = {key: s or 0.0 for key, s in estimated_seconds(jobs, costs).items()}
+    return max(
+        (end for _, end in _schedule(jobs, critical_paths(jobs, costs), seconds, workers)), default=0.0
+    )
+
+
+def _schedule(
+    jobs: list[Job], paths: dict[JobKey, float], seconds: dict[JobKey, float], workers: int
+) -> list[tuple[JobKey, float]]:
+    """(job, finish time) in start order: each free worker takes the ready job with the longest path."""
     order = {job.key: i for i, job in enumerate(jobs)}
-    waiting = {job.key: set(job.depends_on) & set(order) for job in jobs}
-    running: list[tuple[float, JobKey]] = []  # (finish time, job)
-    now, free = 0.0, workers
-    while waiting or running:
-        ready = sorted((k for k, deps in waiting.items() if not deps), key=lambda k: (-paths[k], order[k]))
-        for key in ready[:free]:
-            del waiting[key]
-            running.append((now + (seconds[key] or 0.0), key))
-            free -= 1
-        running.sort(key=lambda item: item[0])
-        now, finished = running.pop(0)
-        free += 1
-        for deps in waiting.values():
-            deps.discard(finished)
-    return now
+    waiting, dependents = _dependency_graph(jobs)
+    ready = [(-paths[k], order[k], k) for k, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    running: list[tuple[float, int, JobKey]] = []  # (finish time, order, job)
+    started: list[tuple[JobKey, float]] = []
+    now = 0.0
+    while ready or running:
+        while ready and len(running) < workers:
+            *_, key = heapq.heappop(ready)
+            heapq.heappush(running, (now + seconds[key], order[key], key))
+            started.append((key, now + seconds[key]))
+        now, _, finished = heapq.heappop(running)
+        for child in dependents[finished]:
+            waiting[child].discard(finished)
+            if not waiting[child]:
+                heapq.heappush(ready, (-paths[child], order[child], child))
+    return started
 
 
 def plan_rows(jobs: list[Job], config: RunConfig, costs: dict[str, Any]) -> list[dict[str, Any]]:
