@@ -7,10 +7,17 @@ on the category's normal training images, then encodes and decodes at ``--resolu
 * ``normal_l1``: mean |x - x̂| over every pixel of the normal training images (on [-1, 1]);
 * ``defect_l1``: the same over the defect pixels (ground-truth masks) of the test anomalies,
   which the autoencoder never saw: what a fine-tune could draw at best;
-* ``fit_s``: seconds to train / fit it.
+* ``fit_s``: seconds to train / fit it;
+* ``adherence`` and ``type_region``: mask adherence and region type fidelity
+  (:mod:`~anobench.benchmarks.metrics.pair_quality`, against the held-out anomalies of the
+  ``strict`` split) of the few-shot anomalies the fine-tune learns from, after the round trip
+  through the autoencoder, with their real masks: the most a dual model on this autoencoder could
+  reach on these two columns. The row ``none`` is the few-shot anomalies at this resolution as
+  they are (``real-fewshot``'s set).
 
 Run: ``python -m anobench.benchmarks.perf.offline_autoencoder [--vae-steps 1000] [--json]``
-(about 3 minutes per category for the VAE at 1000 steps on 2 cores; the patch autoencoder, a second).
+(about 3 minutes per category for the VAE at 1000 steps on 2 cores; the patch autoencoder, a second;
+the two quality columns, about 10 seconds per row).
 """
 
 from __future__ import annotations
@@ -19,16 +26,27 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from anobench.benchmarks.config import PairQualityConfig
 from anobench.benchmarks.data.mvtec import read_category
+from anobench.benchmarks.data.splits import make_split
 from anobench.benchmarks.data.synth import build_synthetic_dataset, category_names
+from anobench.benchmarks.metrics.defaults import (
+    KEY_MASK_ADHERENCE,
+    KEY_PER_CATEGORY,
+    KEY_TYPE_FIDELITY_REGION,
+)
+from anobench.benchmarks.metrics.pair_quality import compute_pair_quality
 from anobench.benchmarks.tables import format_table
 from anobench.generation.base import load_mask, load_rgb
 from anobench.generation.dualanodiff.config import AUTOENCODERS, DualAnoDiffConfig
 from anobench.generation.dualanodiff.data import to_tensor
 from anobench.generation.dualanodiff.offline_base import fit_autoencoder, untrained_base
+from anobench.generation.format import GeneratedSetWriter
 
 
 def reconstruction_errors(
@@ -40,6 +58,42 @@ def reconstruction_errors(
             (vae.decode(vae.encode(x).latent_dist.mean).sample - x).abs() for x in (normal, anomalies)
         )
     return {"normal_l1": float(normal_l1.mean()), "defect_l1": float(error.mean(1)[masks].mean())}
+
+
+def round_trip_quality(
+    vae: torch.nn.Module | None,
+    fewshot: dict[str, list[tuple[Path, Path]]],
+    dataset_root: Path,
+    category: str,
+    out: Path,
+    resolution: int,
+) -> dict[str, float]:
+    """Mask adherence and region type fidelity of the few-shot anomalies after ``vae`` (None: as they are)."""
+    with GeneratedSetWriter(out, "round-trip", "-") as writer:
+        for defect, pairs in fewshot.items():
+            for index, (image_path, mask_path) in enumerate(pairs):
+                image = load_rgb(image_path, resolution)
+                if vae is not None:
+                    with torch.no_grad():
+                        x = to_tensor(image)[None]
+                        x = vae.decode(vae.encode(x).latent_dist.mean).sample[0]
+                    image = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+                mask = np.asarray(load_mask(mask_path, resolution), dtype=bool)
+                writer.write_arrays(category, defect, index, image, mask)
+    # the settings of quick's genmetrics at this resolution, as the curve script's columns
+    settings = PairQualityConfig(detector_image_size=resolution, feature_size=resolution)
+    result = compute_pair_quality(
+        out,
+        dataset_root,
+        category,
+        metrics=[KEY_MASK_ADHERENCE, KEY_TYPE_FIDELITY_REGION],
+        detector=settings.detector(),
+        feature_size=settings.feature_size,
+        save=False,
+        progress=False,
+    )
+    scores = result[KEY_PER_CATEGORY][category]
+    return {"adherence": scores[KEY_MASK_ADHERENCE], "type_region": scores[KEY_TYPE_FIDELITY_REGION]}
 
 
 def main() -> None:
@@ -70,6 +124,12 @@ def main() -> None:
             tests = [sample for samples in data.defects.values() for sample in samples]
             anomalies = torch.stack([to_tensor(load_rgb(s.image, args.resolution)) for s in tests])
             masks = torch.stack([torch.from_numpy(load_mask(s.mask, args.resolution).copy()) for s in tests])
+            fewshot = make_split(data, "strict").fewshot_samples()
+            sets = Path(tmp) / "sets" / category
+            rows.append(
+                {"category": category, "autoencoder": "none", "steps": 0}
+                | round_trip_quality(None, fewshot, root, category, sets / "none", args.resolution)
+            )
             for name in args.autoencoders:
                 config = DualAnoDiffConfig(**common, offline_autoencoder=name).for_category(category)
                 vae = untrained_base(config).vae
@@ -81,8 +141,21 @@ def main() -> None:
                     "autoencoder": name,
                     "steps": args.vae_steps if name == "vae" else 0,
                 }
-                rows.append(row | reconstruction_errors(vae, normal, anomalies, masks) | {"fit_s": fit_s})
-    print(json.dumps(rows, indent=1) if args.json else format_table(rows, digits=3))
+                row |= reconstruction_errors(vae, normal, anomalies, masks) | {"fit_s": fit_s}
+                rows.append(
+                    row | round_trip_quality(vae, fewshot, root, category, sets / name, args.resolution)
+                )
+    columns = [
+        "category",
+        "autoencoder",
+        "steps",
+        "normal_l1",
+        "defect_l1",
+        "fit_s",
+        "adherence",
+        "type_region",
+    ]
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows, columns, digits=3))
 
 
 if __name__ == "__main__":
