@@ -80,6 +80,35 @@ def test_an_unknown_autoencoder_is_a_config_error():
         DualAnoDiffConfig(pretrained_model_name_or_path=None, offline_autoencoder="pca")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"offline_patch_factor": 8, "offline_patch_channels": 193}, "8 x 8 pixels has 192 values"),
+        ({"offline_patch_factor": 16, "resolution": 72}, "multiple of offline_patch_factor=16"),
+        ({"offline_patch_factor": 0}, "offline_patch_factor=0: must be at least 1"),
+    ],
+)
+def test_patch_settings_that_cannot_work_are_config_errors(options, message):
+    with pytest.raises(GenerationInputError, match=message):
+        DualAnoDiffConfig(pretrained_model_name_or_path=None, offline_autoencoder="patch-pca", **options)
+
+
+def test_the_patch_factor_and_channels_shape_the_base_and_its_key(normal_images):
+    """At 32 px, 8 x 8 patches on 32 components give the UNet 32 channels of 4 x 4, a base of its own."""
+    tiny = {**DualAnoDiff.smoke_options, "resolution": 32, "offline_autoencoder": "patch-pca"}
+    default, coarse = (
+        DualAnoDiffConfig(**tiny),
+        DualAnoDiffConfig(**tiny, offline_patch_factor=8, offline_patch_channels=32),
+    )
+    parts = ob.untrained_base(coarse)
+    assert (parts.vae.config.factor, parts.vae.config.latent_channels) == (8, 32)
+    assert parts.unet.config.in_channels == parts.unet.config.out_channels == 32
+    assert parts.unet.config.sample_size == 32 // 8 and downsample_factor(parts.vae) == 8
+    assert ob.untrained_base(default).vae.config.factor == 4
+    keys = {ob.base_key(c, "nut", normal_images) for c in (default, coarse)}
+    assert len(keys) == 2
+
+
 def test_a_patch_base_fits_without_training_saves_and_loads(normal_images, tmp_path):
     tiny = {**DualAnoDiff.smoke_options, "resolution": 16, "base_vae_steps": 1, "base_unet_steps": 1}
     config = DualAnoDiffConfig(**tiny, offline_autoencoder="patch-pca")

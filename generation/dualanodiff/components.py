@@ -32,8 +32,6 @@ from anobench.generation.dualanodiff.config import AUTOENCODERS
 #: type its own token (in this order, by sorted defect name).
 RARE_TOKENS = ("sks", "ohwx", "zqv", "bnjk", "xkcd", "pqtr", "wmfg", "dvlz", "kjyq", "hzxt")
 SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
-#: The patch autoencoder's factor and latent channels: 4 x 4 patches (48 values) on 16 components.
-PATCH_FACTOR, PATCH_CHANNELS = 4, 16
 
 
 @contextlib.contextmanager
@@ -168,6 +166,7 @@ def build_offline_components(
     seed: int = 0,
     branch_labels: bool = False,
     autoencoder: str = "vae",
+    patch: tuple[int, int] = (4, 16),
 ) -> Components:
     """Small randomly initialised UNet/VAE/CLIP text encoder + tokenizer (the offline base, untrained).
 
@@ -177,8 +176,8 @@ def build_offline_components(
     (scaled linear, 0.00085 -> 0.012, 1000 steps). ``branch_labels``: two class embeddings, the
     dual model's branch (0 whole, 1 part; :func:`~anobench.generation.dualanodiff.dual_unet.branch_labels`).
     ``autoencoder``: ``"vae"`` (an ``AutoencoderKL`` of ``vae_channels``, 4 latent channels) or
-    ``"patch-pca"`` (:class:`~anobench.generation.dualanodiff.patch_autoencoder.PatchPCAAutoencoder`,
-    factor 4, 16 latent channels, to be fitted; ``vae_channels`` unused).
+    ``"patch-pca"`` (:class:`~anobench.generation.dualanodiff.patch_autoencoder.PatchPCAAutoencoder`
+    of ``patch`` = (factor, latent channels), to be fitted; ``vae_channels`` unused).
     """
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextConfig
@@ -205,7 +204,7 @@ def build_offline_components(
         )
     )
     if autoencoder == "patch-pca":
-        vae = PatchPCAAutoencoder(factor=PATCH_FACTOR, latent_channels=PATCH_CHANNELS)
+        vae = PatchPCAAutoencoder(factor=patch[0], latent_channels=patch[1])
     else:
         vae = AutoencoderKL(
             in_channels=3,

@@ -88,6 +88,9 @@ class DualAnoDiffConfig(GeneratorConfig):
             ``offline_vae_channels`` trained ``base_vae_steps`` steps) or ``patch-pca`` (a fixed
             linear one, 4 x 4 patches on their 16 principal components, fitted in one SVD:
             :mod:`~anobench.generation.dualanodiff.patch_autoencoder`).
+        offline_patch_factor, offline_patch_channels: ``patch-pca``'s patch side and latent channels
+            (4 and 16: a 64 px image becomes 16 channels of 16 x 16; at 128 px, 8 and 32 give the
+            UNet the same 16 x 16 grid and keep the defects, README "Offline DualAnoDiff quality").
         mask_loss_weight: not in the release (0 = its plain MSE): the fine-tune's error under the
             anomaly mask counts ``1 + mask_loss_weight`` times (``trainer.dual_loss``). None: 10 for
             the offline recipe (offline with ``offline_branch_labels``), else 0 as released.
@@ -141,6 +144,8 @@ class DualAnoDiffConfig(GeneratorConfig):
     offline_branch_labels: bool = True
     offline_ema: bool = True
     offline_autoencoder: str = "vae"
+    offline_patch_factor: int = 4
+    offline_patch_channels: int = 16
     mask_loss_weight: float | None = None
     cache_dir: str | None = None
     device: str | None = None
@@ -168,6 +173,8 @@ class DualAnoDiffConfig(GeneratorConfig):
             "num_inference_steps",
             "background_every",
             "gradient_accumulation_steps",
+            "offline_patch_factor",
+            "offline_patch_channels",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
@@ -178,6 +185,18 @@ class DualAnoDiffConfig(GeneratorConfig):
             problems.append(f"mask_loss_weight={self.mask_loss_weight}: must be at least 0")
         if self.resolution % 8:
             problems.append(f"resolution={self.resolution}: must be a multiple of 8")
+        patch_values = 3 * self.offline_patch_factor**2
+        patch = self.offline_autoencoder == "patch-pca" and self.offline_patch_factor >= 1
+        if patch and self.offline_patch_channels > patch_values:
+            problems.append(
+                f"offline_patch_channels={self.offline_patch_channels}: a patch of "
+                f"{self.offline_patch_factor} x {self.offline_patch_factor} pixels has {patch_values} values"
+            )
+        if patch and self.resolution % self.offline_patch_factor:
+            problems.append(
+                f"resolution={self.resolution}: must be a multiple of "
+                f"offline_patch_factor={self.offline_patch_factor}"
+            )
         if not 0 <= self.u2net_threshold < 1:
             problems.append(f"u2net_threshold={self.u2net_threshold}: must be in [0, 1)")
         if self.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:

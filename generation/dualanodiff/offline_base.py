@@ -94,6 +94,10 @@ def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]
     payload = {f: getattr(config, f) for f in fields} | {"files": files, "version": BASE_VERSION}
     if config.offline_autoencoder != "vae":  # keyed only when set: bases cached before it existed stay valid
         payload["offline_autoencoder"] = config.offline_autoencoder
+        patch = (config.offline_patch_factor, config.offline_patch_channels)
+        if patch != (DualAnoDiffConfig.offline_patch_factor, DualAnoDiffConfig.offline_patch_channels):
+            # likewise: patch bases cached before these options existed keep their keys
+            payload["offline_patch"] = patch
     return f"{category}-{config_hash(payload)}"
 
 
@@ -168,6 +172,7 @@ def untrained_base(config: DualAnoDiffConfig) -> Components:
         seed=config.seed,
         branch_labels=config.offline_branch_labels,
         autoencoder=config.offline_autoencoder,
+        patch=(config.offline_patch_factor, config.offline_patch_channels),
     )
 
 
