@@ -142,13 +142,30 @@ def test_the_reconstruction_benchmark_separates_the_autoencoders(monkeypatch, ca
     from anobench.benchmarks.perf import offline_autoencoder
 
     argv = ["offline_autoencoder", "--categories", "nut", "--vae-steps", "1", "--resolution", "32", "--json"]
-    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "argv", [*argv, "--patch", "4:16", "8:192"])
     offline_autoencoder.main()
     rows = {row["autoencoder"]: row for row in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"none", "vae", "patch-pca"} and rows["vae"]["steps"] == 1
+    assert set(rows) == {"none", "vae", "patch-pca 4x4:16", "patch-pca 8x8:192"} and rows["vae"]["steps"] == 1
+    # 8 x 8 patches on all their 192 components: lossless up to float rounding
+    assert rows["patch-pca 8x8:192"]["defect_l1"] < 1e-3
+    rows["patch-pca"] = rows["patch-pca 4x4:16"]
     assert "defect_l1" not in rows["none"]
     for row in rows.values():
         assert 0 <= row["adherence"] <= 1 and 0 <= row["type_region"] <= 1
     assert abs(rows["patch-pca"]["adherence"] - rows["none"]["adherence"]) < 0.05
     assert rows["patch-pca"]["defect_l1"] < 0.1 < rows["vae"]["defect_l1"]
     assert rows["patch-pca"]["normal_l1"] < rows["patch-pca"]["defect_l1"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"), [("8", "FACTOR:CHANNELS"), ("8:x", "FACTOR:CHANNELS"), ("8:193", "has 192 values")]
+)
+def test_the_reconstruction_benchmark_refuses_a_bad_patch(monkeypatch, capsys, patch, message):
+    import sys
+
+    from anobench.benchmarks.perf import offline_autoencoder
+
+    monkeypatch.setattr(sys, "argv", ["offline_autoencoder", "--patch", patch])
+    with pytest.raises(SystemExit) as exit_info:
+        offline_autoencoder.main()
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

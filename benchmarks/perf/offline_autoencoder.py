@@ -15,7 +15,8 @@ on the category's normal training images, then encodes and decodes at ``--resolu
   reach on these two columns. The row ``none`` is the few-shot anomalies at this resolution as
   they are (``real-fewshot``'s set).
 
-Run: ``python -m anobench.benchmarks.perf.offline_autoencoder [--vae-steps 1000] [--json]``
+Run: ``python -m anobench.benchmarks.perf.offline_autoencoder [--vae-steps 1000] [--json]``;
+``--resolution 128 --autoencoders patch-pca --patch 4:16 8:32`` compares patch sizes
 (about 3 minutes per category for the VAE at 1000 steps on 2 cores; the patch autoencoder, a second;
 the two quality columns, about 10 seconds per row).
 """
@@ -46,6 +47,7 @@ from anobench.generation.base import load_mask, load_rgb
 from anobench.generation.dualanodiff.config import AUTOENCODERS, DualAnoDiffConfig
 from anobench.generation.dualanodiff.data import to_tensor
 from anobench.generation.dualanodiff.offline_base import fit_autoencoder, untrained_base
+from anobench.generation.errors import GenerationInputError
 from anobench.generation.format import GeneratedSetWriter
 
 
@@ -102,8 +104,21 @@ def main() -> None:
     parser.add_argument("--autoencoders", nargs="+", default=list(AUTOENCODERS), choices=AUTOENCODERS)
     parser.add_argument("--vae-steps", type=int, default=1000, help="VAE training steps (default 1000)")
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument(
+        "--patch",
+        nargs="+",
+        default=["4:16"],
+        metavar="FACTOR:CHANNELS",
+        help="patch-pca variants: patch side and latent channels (default 4:16)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args()
+    try:
+        patches = [tuple(int(v) for v in spec.split(":")) for spec in args.patch]
+    except ValueError:
+        parser.error(f"--patch {' '.join(args.patch)}: give FACTOR:CHANNELS, e.g. 8:32")
+    if any(len(p) != 2 for p in patches):
+        parser.error(f"--patch {' '.join(args.patch)}: give FACTOR:CHANNELS, e.g. 8:32")
     # quick's offline architecture with the offline recipe (painted shapes, 10x loss weight on them)
     common = {
         "pretrained_model_name_or_path": None,
@@ -115,6 +130,19 @@ def main() -> None:
         "offline_text_width": 32,
         "offline_text_layers": 1,
     }
+    variants = {}
+    for name in args.autoencoders:
+        for factor, channels in patches if name == "patch-pca" else [(4, 16)]:
+            label = f"{name} {factor}x{factor}:{channels}" if name == "patch-pca" else name
+            try:
+                variants[label] = DualAnoDiffConfig(
+                    **common,
+                    offline_autoencoder=name,
+                    offline_patch_factor=factor,
+                    offline_patch_channels=channels,
+                )
+            except GenerationInputError as exc:
+                parser.error(str(exc))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = build_synthetic_dataset(tmp, seed=0, categories=args.categories)
@@ -130,21 +158,20 @@ def main() -> None:
                 {"category": category, "autoencoder": "none", "steps": 0}
                 | round_trip_quality(None, fewshot, root, category, sets / "none", args.resolution)
             )
-            for name in args.autoencoders:
-                config = DualAnoDiffConfig(**common, offline_autoencoder=name).for_category(category)
+            for label, variant in variants.items():
+                config = variant.for_category(category)
                 vae = untrained_base(config).vae
                 start = time.perf_counter()
                 fit_autoencoder(config, vae, normal, progress=False)
                 fit_s = time.perf_counter() - start
                 row = {
                     "category": category,
-                    "autoencoder": name,
-                    "steps": args.vae_steps if name == "vae" else 0,
+                    "autoencoder": label,
+                    "steps": args.vae_steps if config.offline_autoencoder == "vae" else 0,
                 }
                 row |= reconstruction_errors(vae, normal, anomalies, masks) | {"fit_s": fit_s}
-                rows.append(
-                    row | round_trip_quality(vae, fewshot, root, category, sets / name, args.resolution)
-                )
+                sets_dir = sets / label.replace(" ", "-").replace(":", "-")
+                rows.append(row | round_trip_quality(vae, fewshot, root, category, sets_dir, args.resolution))
     columns = [
         "category",
         "autoencoder",
