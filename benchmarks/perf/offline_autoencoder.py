@@ -113,11 +113,9 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args()
-    try:
-        patches = [tuple(int(v) for v in spec.split(":")) for spec in args.patch]
+    try:  # unpacking fails (ValueError) on a spec without exactly one ':' too
+        patches = [(int(factor), int(channels)) for factor, channels in (s.split(":") for s in args.patch)]
     except ValueError:
-        parser.error(f"--patch {' '.join(args.patch)}: give FACTOR:CHANNELS, e.g. 8:32")
-    if any(len(p) != 2 for p in patches):
         parser.error(f"--patch {' '.join(args.patch)}: give FACTOR:CHANNELS, e.g. 8:32")
     # quick's offline architecture with the offline recipe (painted shapes, 10x loss weight on them)
     common = {
