@@ -257,6 +257,17 @@ def test_offload_maps_large_allocations_where_glibc_has_mallopt(monkeypatch):
     assert offload.map_large_allocations() is False
 
 
+def test_thread_benchmark_workloads_each_define_a_training_step_that_runs():
+    from anobench.benchmarks.perf.threads import WORKLOADS
+
+    assert {"segmenter", "offline-base"} <= set(WORKLOADS)
+    for name, code in WORKLOADS.items():
+        namespace: dict = {}
+        exec(code, namespace)  # what the benchmark's subprocess runs before timing
+        namespace["step"]()
+        assert namespace["opt"].state, f"{name}: the step updates the weights"
+
+
 def test_thread_benchmark_variants_set_one_wait_mode(monkeypatch):
     import argparse
 
