@@ -136,3 +136,33 @@ def test_mask_loss_weight_is_on_for_the_offline_recipe_only(tmp_path, monkeypatc
     data = PairData(torch.zeros(2, 3, 16, 16), torch.ones(2, 1, 16, 16), [("a vfx with sks", "sks")] * 2)
     trainer.train_dual(ob.untrained_base(config), data, config, tmp_path, progress=False, stop_after=1)
     assert seen == [{"mask_loss_weight": OFFLINE_MASK_LOSS_WEIGHT}]
+
+
+def test_attention_heads_shape_every_attention_layer_and_the_base_key(normal_images):
+    """Fewer heads (quick's speed setting): every UNet attention layer has them, the dual model runs."""
+    from diffusers.models.attention_processor import Attention
+
+    config = DualAnoDiffConfig(**TINY_BASE, offline_attention_heads=2)
+    parts = ob.untrained_base(config)
+    heads = {m.heads for m in parts.unet.modules() if isinstance(m, Attention)}
+    assert heads == {2}
+    default_parts = ob.untrained_base(DualAnoDiffConfig(**TINY_BASE))
+    assert {m.heads for m in default_parts.unet.modules() if isinstance(m, Attention)} == {8}
+    model = DualAnoDiffModel(parts, rank=2).eval()
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(latents, torch.full((2,), 300), model.encode_prompts(["a vfx with sks", "sks"]))
+    assert out.shape == latents.shape and torch.isfinite(out).all()
+    keys = {ob.base_key(c, "nut", normal_images) for c in (config, DualAnoDiffConfig(**TINY_BASE))}
+    assert len(keys) == 2
+
+
+@pytest.mark.parametrize(
+    ("heads", "message"),
+    [(0, "offline_attention_heads=0: must be at least 1"), (3, r"must divide every .* \[16, 32\]")],
+)
+def test_attention_heads_that_cannot_work_are_config_errors(heads, message):
+    from anobench.generation.errors import GenerationInputError
+
+    with pytest.raises(GenerationInputError, match=message):
+        DualAnoDiffConfig(**TINY_BASE, offline_attention_heads=heads)

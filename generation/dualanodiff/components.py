@@ -167,6 +167,7 @@ def build_offline_components(
     branch_labels: bool = False,
     autoencoder: str = "vae",
     patch: tuple[int, int] = (4, 16),
+    attention_heads: int = 8,
 ) -> Components:
     """Small randomly initialised UNet/VAE/CLIP text encoder + tokenizer (the offline base, untrained).
 
@@ -178,6 +179,7 @@ def build_offline_components(
     ``autoencoder``: ``"vae"`` (an ``AutoencoderKL`` of ``vae_channels``, 4 latent channels) or
     ``"patch-pca"`` (:class:`~anobench.generation.dualanodiff.patch_autoencoder.PatchPCAAutoencoder`
     of ``patch`` = (factor, latent channels), to be fitted; ``vae_channels`` unused).
+    ``attention_heads``: heads of every UNet attention layer (must divide every ``unet_channels`` entry).
     """
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextConfig
@@ -229,7 +231,7 @@ def build_offline_components(
         up_block_types=("CrossAttnUpBlock2D",) * n,
         layers_per_block=1,
         cross_attention_dim=text_width,
-        attention_head_dim=8,
+        attention_head_dim=attention_heads,  # diffusers' name; it sets the number of heads
         norm_num_groups=groups,
         num_class_embeds=2 if branch_labels else None,
     )

@@ -79,6 +79,10 @@ class DualAnoDiffConfig(GeneratorConfig):
         base_vae_steps, base_unet_steps, base_learning_rate, base_batch_size: offline base training.
         offline_unet_channels, offline_vae_channels, offline_text_width, offline_text_layers:
             the small offline architecture.
+        offline_attention_heads: attention heads of every offline UNet attention layer (diffusers'
+            ``attention_head_dim``, which sets the number of heads; it must divide every entry of
+            ``offline_unet_channels``). Fewer heads, fewer attention maps: on CPU the attention of the
+            small UNet is softmax-bound (README, "Running the benchmark grid").
         offline_branch_labels: the offline base learns defect-like shapes and labels each image
             whole or part (a class embedding the dual model sets per branch), and the fine-tune's
             cross-branch module starts at zero (``offline_base``'s docstring); False: the earlier
@@ -141,6 +145,7 @@ class DualAnoDiffConfig(GeneratorConfig):
     offline_vae_channels: tuple[int, ...] = (64, 128, 128)
     offline_text_width: int = 128
     offline_text_layers: int = 4
+    offline_attention_heads: int = 8
     offline_branch_labels: bool = True
     offline_ema: bool = True
     offline_autoencoder: str = "vae"
@@ -175,9 +180,16 @@ class DualAnoDiffConfig(GeneratorConfig):
             "gradient_accumulation_steps",
             "offline_patch_factor",
             "offline_patch_channels",
+            "offline_attention_heads",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
+        heads = self.offline_attention_heads
+        if heads >= 1 and any(c % heads for c in self.offline_unet_channels):
+            problems.append(
+                f"offline_attention_heads={heads}: must divide every offline_unet_channels entry "
+                f"{list(self.offline_unet_channels)}"
+            )
         if self.mask_loss_weight is None:
             recipe = self.offline and self.offline_branch_labels
             self.mask_loss_weight = OFFLINE_MASK_LOSS_WEIGHT if recipe else 0.0

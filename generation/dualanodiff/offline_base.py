@@ -98,6 +98,8 @@ def base_key(config: DualAnoDiffConfig, category: str, normal_images: list[Path]
         if patch != (DualAnoDiffConfig.offline_patch_factor, DualAnoDiffConfig.offline_patch_channels):
             # likewise: patch bases cached before these options existed keep their keys
             payload["offline_patch"] = patch
+    if config.offline_attention_heads != DualAnoDiffConfig.offline_attention_heads:  # likewise
+        payload["offline_attention_heads"] = config.offline_attention_heads
     return f"{category}-{config_hash(payload)}"
 
 
@@ -173,6 +175,7 @@ def untrained_base(config: DualAnoDiffConfig) -> Components:
         branch_labels=config.offline_branch_labels,
         autoencoder=config.offline_autoencoder,
         patch=(config.offline_patch_factor, config.offline_patch_channels),
+        attention_heads=config.offline_attention_heads,
     )
 
 
@@ -181,7 +184,7 @@ def _train_vae(
 ) -> None:
     """``base_vae_steps`` steps of L1 + MSE reconstruction (10x on painted shapes) + a small KL term."""
     n, bs, shapes = len(images), config.base_batch_size, config.offline_branch_labels
-    opt = torch.optim.AdamW(vae.parameters(), lr=config.base_learning_rate, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=config.base_learning_rate, weight_decay=0.0, fused=True)
     vae.train()
     for step in tqdm(
         range(config.base_vae_steps), desc="offline base: VAE", leave=False, disable=not progress
@@ -250,7 +253,7 @@ def train_base(config: DualAnoDiffConfig, normal_images: list[Path], progress: b
     with torch.no_grad():
         cond, part_cond, uncond = text(ids.input_ids.to(device))[0]
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
-    opt = torch.optim.AdamW(unet.parameters(), lr=config.base_learning_rate, weight_decay=1e-2)
+    opt = torch.optim.AdamW(unet.parameters(), lr=config.base_learning_rate, weight_decay=1e-2, fused=True)
     ema = [p.detach().clone() for p in unet.parameters()] if config.offline_ema else None
     unet.train()
     for step in tqdm(
