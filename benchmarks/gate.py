@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anobench.benchmarks.errors import UserError
 from anobench.benchmarks.io import write_json
@@ -107,8 +108,9 @@ def calibrate(runs: Sequence[Values]) -> tuple[Values, Values, Values]:
     Keys missing from some run are kept with the runs that have them; a single run gives zero noise.
 
     Example:
-        >>> means, stds, pooled = calibrate([{"d/g/c/auroc": 0.8}, {"d/g/c/auroc": 0.6}])
-        >>> round(means["d/g/c/auroc"], 3), round(stds["d/g/c/auroc"], 3), round(pooled["d/auroc"], 3)
+        >>> key = "downstream/g/nut/image_auroc"
+        >>> means, stds, pooled = calibrate([{key: 0.8}, {key: 0.6}])
+        >>> round(means[key], 3), round(stds[key], 3), round(pooled["downstream/image_auroc"], 3)
         (0.7, 0.141, 0.141)
     """
     values: dict[str, list[float]] = defaultdict(list)
@@ -179,6 +181,43 @@ def check_tolerances(tolerances: dict[str, float], noise_factor: float = NOISE_F
         raise UserError(*problems)
 
 
+def calibrated_tolerances(
+    runs: Sequence[Values], floors: dict[str, float], noise_factor: float = NOISE_FACTOR
+) -> tuple[Values, Values, Values]:
+    """Baseline means, each key's tolerance ``max(floor, noise_factor x noise)`` and the pooled noise."""
+    means, stds, pooled = calibrate(runs)
+    tolerances = {
+        key: max(tolerance_for(floors, key), noise_factor * max(std, pooled.get(_noise_group(key), 0.0)))
+        for key, std in stds.items()
+    }
+    return means, tolerances, pooled
+
+
+def leave_one_out(
+    runs: Sequence[Values], floors: dict[str, float], noise_factor: float = NOISE_FACTOR
+) -> list[list[str]]:
+    """For each run, the gated keys it fails against a baseline calibrated on the other runs.
+
+    A new run (another CPU, thread count or kernel set) is such a held-out run: how many values each
+    calibration run fails this way says how brittle per-value tolerances from so few runs are.
+
+    Example:
+        >>> runs = [{"downstream/g/nut/image_auroc": v} for v in (0.80, 0.81, 0.79, 0.50)]
+        >>> leave_one_out(runs, {"default": 0.05}, noise_factor=3.0)
+        [[], [], [], ['downstream/g/nut/image_auroc']]
+    """
+    failing = []
+    for i, held_out in enumerate(runs):
+        means, tolerances, _ = calibrated_tolerances(runs[:i] + runs[i + 1 :], floors, noise_factor)
+        failing.append([
+            key
+            for key, mean in sorted(means.items())
+            if key in held_out and held_out[key] == held_out[key]  # NaN: nothing to compare
+            and metric(key).worse_by(mean, held_out[key]) > tolerances[key] + 1e-12
+        ])  # fmt: skip
+    return failing
+
+
 def write_baseline(
     run_dirs: str | Path | Sequence[str | Path],
     path: str | Path,
@@ -189,27 +228,29 @@ def write_baseline(
     """Record the mean of one or more runs as the new baseline (review the diff before committing it).
 
     ``tolerances`` are floors by metric name (or full key); with several runs each key whose
-    ``noise_factor x noise`` exceeds its floor gets that as its own tolerance.
+    ``noise_factor x noise`` exceeds its floor gets that as its own tolerance. With three runs or
+    more the file also records :func:`leave_one_out` (``calibration.leave_one_out``: per run, the
+    keys it fails against the others' baseline).
     """
     check_tolerances(tolerances, noise_factor)
     dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
-    means, stds, pooled = calibrate([run_metrics(d) for d in dirs])
+    runs = [run_metrics(d) for d in dirs]
     floors = {**DEFAULT_TOLERANCES, **tolerances}
-    per_key = {}
-    for key, std in stds.items():
-        floor = tolerance_for(floors, key)
-        noise = max(std, pooled.get(_noise_group(key), 0.0))
-        if noise_factor * noise > floor:
-            per_key[key] = round(noise_factor * noise, 4)
+    means, calibrated, pooled = calibrated_tolerances(runs, floors, noise_factor)
+    per_key = {k: round(t, 4) for k, t in calibrated.items() if t > tolerance_for(floors, k)}
+    calibration: dict[str, Any] = {
+        "runs": [str(d) for d in dirs],
+        "noise_factor": noise_factor,
+        "pooled_noise": {g: round(v, 6) for g, v in sorted(pooled.items())},
+    }
+    if len(runs) >= 3:
+        failing = leave_one_out(runs, floors, noise_factor)
+        calibration["leave_one_out"] = {str(d): keys for d, keys in zip(dirs, failing, strict=True)}
     payload = {
         "preset": preset,
         "created_at": utc_now(),
         "git_sha": git_sha(),
-        "calibration": {
-            "runs": [str(d) for d in dirs],
-            "noise_factor": noise_factor,
-            "pooled_noise": {g: round(v, 6) for g, v in sorted(pooled.items())},
-        },
+        "calibration": calibration,
         "tolerances": {**floors, **dict(sorted(per_key.items()))},
         "metrics": {k: round(v, 6) for k, v in sorted(means.items())},
     }

@@ -183,6 +183,32 @@ def test_baseline_from_perturbed_runs_calibrates_the_tolerances(run_dir, tmp_pat
     assert "regression: downstream/b/nut/image_auroc" in capsys.readouterr().out
 
 
+def test_baseline_records_which_values_each_run_fails_against_the_others(run_dir, tmp_path, capsys):
+    """Leave-one-out: a run far off in one cell fails it against a baseline of the quiet runs."""
+    quiet = {(g, c): d for g in "ab" for c in ("nut", "brick") for d in [0.01]}
+    runs = [
+        run_dir,
+        _copy_run(run_dir, tmp_path / "up", quiet),
+        _copy_run(run_dir, tmp_path / "down", {k: -v for k, v in quiet.items()}),
+        _copy_run(run_dir, tmp_path / "off", {("b", "nut"): -0.3}),
+    ]
+    baseline = tmp_path / "baseline.json"
+    capsys.readouterr()
+    assert main(["check", *map(str, runs), "--write-baseline", str(baseline)]) == 0
+    out = capsys.readouterr().out
+    loo = json.loads(baseline.read_text())["calibration"]["leave_one_out"]
+    # b/nut: 0.6 (three runs, std 0.01) against the held-out 0.3; b's Average: 0.5 against 0.35
+    assert loo[str(runs[3])] == ["downstream/b/Average/image_auroc", "downstream/b/nut/image_auroc"]
+    assert all(loo[str(r)] == [] for r in runs[:3])
+    gated = len(json.loads(baseline.read_text())["metrics"])
+    assert f"leave-one-out: {runs[3]} fails 2 of {gated} against a baseline of the other runs: " in out
+    assert f"leave-one-out: {runs[0]} fails 0 of {gated}" in out
+    # two runs: nothing to hold out
+    assert main(["check", *map(str, runs[:2]), "--write-baseline", str(baseline)]) == 0
+    assert "leave_one_out" not in json.loads(baseline.read_text())["calibration"]
+    assert "leave-one-out" not in capsys.readouterr().out
+
+
 def test_check_compares_one_run_and_rejects_bad_tolerances(run_dir, tmp_path, capsys):
     assert main(["check", str(run_dir), str(run_dir), "--baseline", str(tmp_path / "b.json")]) == 2
     assert "one run at a time" in capsys.readouterr().err

@@ -71,6 +71,13 @@ def run(args: argparse.Namespace) -> int:
             args.run_dir, args.write_baseline, args.preset, tolerances, noise_factor=args.noise_factor
         )
         print(f"wrote baseline {path} from {len(args.run_dir)} run(s)")
+        written = json.loads(Path(path).read_text())
+        for run_dir, failing in written["calibration"].get("leave_one_out", {}).items():
+            shown = f": {', '.join(failing[:3])}{', ...' if len(failing) > 3 else ''}" if failing else ""
+            print(
+                f"leave-one-out: {run_dir} fails {len(failing)} of {len(written['metrics'])} "
+                f"against a baseline of the other runs{shown}"
+            )
         return 0
     if len(args.run_dir) != 1:
         raise UserError("compare one run at a time (several runs go with --write-baseline)")
