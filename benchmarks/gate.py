@@ -213,7 +213,7 @@ def leave_one_out(
             key
             for key, mean in sorted(means.items())
             if key in held_out and held_out[key] == held_out[key]  # NaN: nothing to compare
-            and metric(key).worse_by(mean, held_out[key]) > tolerances[key] + 1e-12
+            and not GateRow(key, mean, held_out[key], tolerances[key]).passed
         ])  # fmt: skip
     return failing
 
